@@ -1,0 +1,274 @@
+//! Cache keys: an HMAC over the canonical form of a token request.
+
+use std::fmt;
+
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+
+use crate::request::TokenRequest;
+use crate::secret::HmacKey;
+
+/// Names the canonical-form version, so a change of layout can never make
+/// an old key collide with a new one.
+const DOMAIN: &[u8] = b"tokencache/cache-key/v1";
+
+/// A cache key: 32 bytes of HMAC-SHA256.
+///
+/// It reveals nothing of the credentials or parameters behind it, so it may
+/// go to a shared store and, shortened to a [fingerprint](Self::fingerprint),
+/// to logs.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CacheKey([u8; 32]);
+
+impl CacheKey {
+    /// A key from its raw bytes.
+    #[must_use]
+    pub const fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// The raw bytes.
+    #[must_use]
+    pub const fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// The first eight bytes as a number: uniformly distributed, so good
+    /// enough as a hash or shard index without hashing again.
+    #[must_use]
+    pub fn prefix_u64(&self) -> u64 {
+        let mut head = [0u8; 8];
+        head.copy_from_slice(&self.0[..8]);
+        u64::from_le_bytes(head)
+    }
+
+    /// A short hexadecimal fingerprint (the first four bytes) for logs.
+    #[must_use]
+    pub fn fingerprint(&self) -> Fingerprint {
+        let mut head = [0u8; 4];
+        head.copy_from_slice(&self.0[..4]);
+        Fingerprint(head)
+    }
+}
+
+impl fmt::Debug for CacheKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CacheKey({}…)", self.fingerprint())
+    }
+}
+
+/// The short form of a [`CacheKey`] shown in logs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Fingerprint([u8; 4]);
+
+impl fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for byte in self.0 {
+            write!(f, "{byte:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// Derives cache keys under one HMAC key.
+///
+/// The canonical form covers the route, `grant_type`, client id, client
+/// secret, the scopes as a sorted set and every other parameter sorted by
+/// name, each field length-prefixed so no two different requests encode to
+/// the same bytes. Including the secret means a rotated secret gets its own
+/// entry at once and a wrong secret never reads a right one's token.
+#[derive(Clone)]
+pub struct KeyDeriver {
+    /// Keyed once; cloning the keyed state per request skips the key schedule.
+    keyed: Hmac<Sha256>,
+}
+
+impl KeyDeriver {
+    /// A deriver keyed with `key`.
+    #[must_use]
+    pub fn new(key: &HmacKey) -> Self {
+        // HMAC accepts keys of any length, so this cannot fail.
+        #[allow(clippy::expect_used)]
+        let keyed = <Hmac<Sha256> as KeyInit>::new_from_slice(key.secret())
+            .expect("HMAC takes keys of any length");
+        Self { keyed }
+    }
+
+    /// The key of `request` on `route` (the proxy path it arrived on, since
+    /// two routes may front two different identity providers).
+    #[must_use]
+    pub fn derive(&self, route: &str, request: &TokenRequest<'_>) -> CacheKey {
+        let mut mac = self.keyed.clone();
+        field(&mut mac, DOMAIN);
+        field(&mut mac, route.as_bytes());
+        field(&mut mac, request.grant_type().as_bytes());
+        optional_field(&mut mac, request.client_id().map(str::as_bytes));
+        optional_field(
+            &mut mac,
+            request.client_secret().map(|secret| secret.secret().as_bytes()),
+        );
+        let scopes = request.scopes();
+        count(&mut mac, scopes.len());
+        for scope in scopes {
+            field(&mut mac, scope.as_bytes());
+        }
+        let extra = request.extra_params();
+        count(&mut mac, extra.len());
+        for (name, value) in extra {
+            field(&mut mac, name.as_bytes());
+            field(&mut mac, value.as_bytes());
+        }
+        CacheKey(mac.finalize().into_bytes().into())
+    }
+}
+
+impl fmt::Debug for KeyDeriver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("KeyDeriver([redacted])")
+    }
+}
+
+fn count(mac: &mut Hmac<Sha256>, n: usize) {
+    mac.update(&u64::try_from(n).unwrap_or(u64::MAX).to_be_bytes());
+}
+
+fn field(mac: &mut Hmac<Sha256>, bytes: &[u8]) {
+    count(mac, bytes.len());
+    mac.update(bytes);
+}
+
+/// An absent value and an empty one must differ.
+fn optional_field(mac: &mut Hmac<Sha256>, bytes: Option<&[u8]>) {
+    match bytes {
+        Some(bytes) => {
+            mac.update(&[1]);
+            field(mac, bytes);
+        }
+        None => mac.update(&[0]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const FORM: Option<&[u8]> = Some(b"application/x-www-form-urlencoded");
+
+    fn key_of(deriver: &KeyDeriver, route: &str, auth: Option<&[u8]>, body: &str) -> CacheKey {
+        let request = TokenRequest::parse(FORM, auth, None, body.as_bytes()).unwrap();
+        deriver.derive(route, &request)
+    }
+
+    fn deriver() -> KeyDeriver {
+        KeyDeriver::new(&HmacKey::from_bytes([9; 32]))
+    }
+
+    #[test]
+    fn same_request_different_credential_placement_is_the_same_token_request() {
+        // Basic "c:s" and body credentials name the same client and secret:
+        // the token they get is the same, so they may share it.
+        let d = deriver();
+        let basic = key_of(&d, "/t", Some(b"Basic Yzpz"), "grant_type=client_credentials");
+        let body = key_of(
+            &d,
+            "/t",
+            None,
+            "grant_type=client_credentials&client_id=c&client_secret=s",
+        );
+        assert_eq!(basic, body);
+    }
+
+    #[test]
+    fn route_and_hmac_key_matter() {
+        let body = "grant_type=client_credentials&client_id=c&client_secret=s";
+        let d = deriver();
+        assert_ne!(key_of(&d, "/a", None, body), key_of(&d, "/b", None, body));
+        let other = KeyDeriver::new(&HmacKey::from_bytes([8; 32]));
+        assert_ne!(key_of(&d, "/a", None, body), key_of(&other, "/a", None, body));
+    }
+
+    #[test]
+    fn absent_secret_differs_from_empty_context() {
+        let d = deriver();
+        assert_ne!(
+            key_of(&d, "/t", None, "grant_type=client_credentials&client_id=c"),
+            key_of(&d, "/t", Some(b"Basic Yzo="), "grant_type=client_credentials"),
+        );
+    }
+
+    #[test]
+    fn debug_shows_only_a_fingerprint() {
+        let key = CacheKey::from_bytes([0xab; 32]);
+        assert_eq!(format!("{key:?}"), "CacheKey(abababab…)");
+    }
+
+    fn scope_token() -> impl Strategy<Value = String> {
+        "[a-z]{1,6}(/[a-z]{1,6})?"
+    }
+
+    fn value() -> impl Strategy<Value = String> {
+        "[a-zA-Z0-9 ]{1,8}"
+    }
+
+    fn encode(value: &str) -> String {
+        value.replace(' ', "+")
+    }
+
+    proptest! {
+        #[test]
+        fn scope_order_and_duplicates_share_a_key(
+            scopes in proptest::collection::vec(scope_token(), 1..6),
+            seed in any::<u64>(),
+        ) {
+            let d = deriver();
+            let mut shuffled = scopes.clone();
+            // A deterministic permutation from the seed, plus a duplicate.
+            let n = shuffled.len();
+            shuffled.rotate_left((seed as usize) % n);
+            shuffled.push(scopes[(seed as usize / 7) % n].clone());
+            let a = key_of(&d, "/t", None, &format!(
+                "grant_type=client_credentials&client_id=c&client_secret=s&scope={}",
+                scopes.join("+")));
+            let b = key_of(&d, "/t", None, &format!(
+                "grant_type=client_credentials&client_id=c&client_secret=s&scope={}",
+                shuffled.join("+")));
+            prop_assert_eq!(a, b);
+        }
+
+        #[test]
+        fn any_changed_field_changes_the_key(
+            id in value(), secret in value(), scope in scope_token(),
+            extra_name in "[a-z_]{1,10}", extra_value in value(),
+            which in 0usize..6, changed in value(),
+        ) {
+            prop_assume!(!["grant_type", "client_id", "client_secret", "scope"]
+                .contains(&extra_name.as_str()));
+            let d = deriver();
+            let mut fields = [
+                "client_credentials".to_owned(), id, secret, scope, extra_name, extra_value,
+            ];
+            let body = |f: &[String; 6]| format!(
+                "grant_type={}&client_id={}&client_secret={}&scope={}&{}={}",
+                encode(&f[0]), encode(&f[1]), encode(&f[2]), encode(&f[3]), f[4], encode(&f[5]));
+            let original = key_of(&d, "/t", None, &body(&fields));
+            let replacement = match which {
+                3 => format!("{changed}x").replace(' ', "_"),
+                4 => format!("{}x", fields[4]),
+                _ => format!("{}{}", fields[which], changed),
+            };
+            prop_assume!(replacement != fields[which]);
+            fields[which] = replacement;
+            prop_assume!(!["grant_type", "client_id", "client_secret", "scope"]
+                .contains(&fields[4].as_str()));
+            let other = key_of(&d, "/t", None, &body(&fields));
+            prop_assert_ne!(original, other);
+        }
+    }
+}

@@ -1,0 +1,469 @@
+//! Parsing an OAuth 2.0 token request (RFC 6749 §4.4) strictly.
+
+use std::borrow::Cow;
+
+use base64::Engine as _;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+
+use crate::form::{self, FormError};
+use crate::secret::ClientSecret;
+
+/// The only grant whose answers are cached.
+pub const CLIENT_CREDENTIALS: &str = "client_credentials";
+
+/// Standard base64 that accepts Basic credentials with or without padding,
+/// as clients in the wild send both.
+const BASIC_BASE64: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+/// Where the client authenticated itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CredentialSource {
+    /// `Authorization: Basic` (RFC 6749 §2.3.1, `client_secret_basic`).
+    BasicHeader,
+    /// `client_id` (and `client_secret`) in the body (`client_secret_post`).
+    Body,
+    /// An `Authorization` header with another scheme; the proxy does not
+    /// interpret it, so such a request is never cached.
+    ForeignHeader,
+    /// No client authentication at all.
+    None,
+}
+
+/// Why a token request was rejected; every variant is an RFC 6749
+/// `invalid_request`, and its text is safe to show the caller (it never
+/// holds a credential).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RequestError {
+    /// The body is not `application/x-www-form-urlencoded`.
+    #[error("content type must be application/x-www-form-urlencoded")]
+    UnsupportedContentType,
+    /// The form (body or query string) could not be decoded.
+    #[error("{0}")]
+    MalformedForm(&'static str),
+    /// A parameter appeared more than once (RFC 6749 §3.2).
+    #[error("parameter `{0}` is given more than once")]
+    DuplicateParameter(String),
+    /// The `Authorization: Basic` header could not be decoded.
+    #[error("malformed Basic authorization header: {0}")]
+    MalformedBasicAuth(&'static str),
+    /// Credentials came both in the header and in the body (RFC 6749 §2.3).
+    #[error("client credentials must not be sent both in the Authorization header and in the body")]
+    CredentialsInHeaderAndBody,
+    /// `grant_type` is missing.
+    #[error("missing grant_type")]
+    MissingGrantType,
+}
+
+impl From<FormError> for RequestError {
+    fn from(error: FormError) -> Self {
+        Self::MalformedForm(error.describe())
+    }
+}
+
+/// A parsed token request.
+///
+/// Values borrow from the body and query string where no decoding was
+/// needed, so the hit path copies little.
+#[derive(Debug)]
+pub struct TokenRequest<'a> {
+    grant_type: Cow<'a, str>,
+    client_id: Option<Cow<'a, str>>,
+    client_secret: Option<ClientSecret>,
+    credential_source: CredentialSource,
+    scope: Option<Cow<'a, str>>,
+    /// Every other parameter, sorted by name, each name once.
+    extra: Vec<(Cow<'a, str>, Cow<'a, str>)>,
+}
+
+impl<'a> TokenRequest<'a> {
+    /// Parses a token request from its content type, `Authorization` header,
+    /// query string and body.
+    ///
+    /// Parameters may come in the body or the query string (some API-Gateway
+    /// style clients put `scope` there); a name given twice, in either or
+    /// across both, is an error. Parameters with an empty value are treated
+    /// as omitted (RFC 6749 §3.1).
+    ///
+    /// # Errors
+    /// A [`RequestError`] naming what is wrong, for an `invalid_request`.
+    pub fn parse(
+        content_type: Option<&[u8]>,
+        authorization: Option<&'a [u8]>,
+        query: Option<&'a str>,
+        body: &'a [u8],
+    ) -> Result<Self, RequestError> {
+        if !content_type.is_some_and(is_form_content_type) {
+            return Err(RequestError::UnsupportedContentType);
+        }
+        let mut params: Vec<(Cow<'a, str>, Cow<'a, str>)> = Vec::with_capacity(8);
+        let mut collect = |name: Cow<'a, str>, value: Cow<'a, str>| {
+            if !value.is_empty() {
+                params.push((name, value));
+            }
+            Ok(())
+        };
+        form::for_each_pair(body, &mut collect)?;
+        if let Some(query) = query {
+            form::for_each_pair(query.as_bytes(), &mut collect)?;
+        }
+        params.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        if let Some(pair) = params.windows(2).find(|pair| pair[0].0 == pair[1].0) {
+            return Err(RequestError::DuplicateParameter(printable_name(&pair[0].0)));
+        }
+
+        let mut grant_type = None;
+        let mut client_id = None;
+        let mut client_secret = None;
+        let mut scope = None;
+        let mut extra = Vec::with_capacity(params.len());
+        for (name, value) in params {
+            match &*name {
+                "grant_type" => grant_type = Some(value),
+                "client_id" => client_id = Some(value),
+                "client_secret" => client_secret = Some(ClientSecret::new(value.into_owned())),
+                "scope" => scope = Some(value),
+                _ => extra.push((name, value)),
+            }
+        }
+        let grant_type = grant_type.ok_or(RequestError::MissingGrantType)?;
+
+        let credential_source = match authorization {
+            Some(header) => {
+                match parse_basic(header)? {
+                    Some((id, secret)) => {
+                        if client_id.is_some() || client_secret.is_some() {
+                            return Err(RequestError::CredentialsInHeaderAndBody);
+                        }
+                        client_id = Some(Cow::Owned(id));
+                        client_secret = Some(secret);
+                        CredentialSource::BasicHeader
+                    }
+                    None => CredentialSource::ForeignHeader,
+                }
+            }
+            None if client_id.is_some() => CredentialSource::Body,
+            None => CredentialSource::None,
+        };
+
+        Ok(Self {
+            grant_type,
+            client_id,
+            client_secret,
+            credential_source,
+            scope,
+            extra,
+        })
+    }
+
+    /// Whether the answer to this request may be cached: a
+    /// `client_credentials` grant whose client authenticated with a secret
+    /// the proxy can see (Basic or body).
+    #[must_use]
+    pub fn is_cacheable(&self) -> bool {
+        self.grant_type == CLIENT_CREDENTIALS
+            && self.client_id.is_some()
+            && matches!(
+                self.credential_source,
+                CredentialSource::BasicHeader | CredentialSource::Body
+            )
+    }
+
+    /// The `grant_type` parameter.
+    #[must_use]
+    pub fn grant_type(&self) -> &str {
+        &self.grant_type
+    }
+
+    /// The client id, from the Basic header or the body.
+    #[must_use]
+    pub fn client_id(&self) -> Option<&str> {
+        self.client_id.as_deref()
+    }
+
+    /// The client secret, from the Basic header or the body.
+    #[must_use]
+    pub fn client_secret(&self) -> Option<&ClientSecret> {
+        self.client_secret.as_ref()
+    }
+
+    /// Where the client's credentials came from.
+    #[must_use]
+    pub fn credential_source(&self) -> CredentialSource {
+        self.credential_source
+    }
+
+    /// The requested scopes as a set: sorted, without duplicates (scope
+    /// order carries no meaning, RFC 6749 §3.3).
+    #[must_use]
+    pub fn scopes(&self) -> Vec<&str> {
+        let mut scopes: Vec<&str> = self
+            .scope
+            .as_deref()
+            .map(|scope| scope.split(' ').filter(|s| !s.is_empty()).collect())
+            .unwrap_or_default();
+        scopes.sort_unstable();
+        scopes.dedup();
+        scopes
+    }
+
+    /// Every parameter other than `grant_type`, `client_id`,
+    /// `client_secret` and `scope`, sorted by name.
+    pub fn extra_params(&self) -> impl ExactSizeIterator<Item = (&str, &str)> {
+        self.extra.iter().map(|(name, value)| (&**name, &**value))
+    }
+}
+
+/// Whether a `Content-Type` value is `application/x-www-form-urlencoded`,
+/// ignoring case, surrounding space and parameters such as `charset`.
+fn is_form_content_type(value: &[u8]) -> bool {
+    let essence = value.split(|&b| b == b';').next().unwrap_or_default();
+    essence
+        .trim_ascii()
+        .eq_ignore_ascii_case(b"application/x-www-form-urlencoded")
+}
+
+/// Decodes `Authorization: Basic`; `Ok(None)` for another scheme.
+fn parse_basic(header: &[u8]) -> Result<Option<(String, ClientSecret)>, RequestError> {
+    let header = header.trim_ascii();
+    let (scheme, rest) = match header.iter().position(|&b| b == b' ') {
+        Some(space) => (&header[..space], header[space..].trim_ascii_start()),
+        None => (header, &header[header.len()..]),
+    };
+    if !scheme.eq_ignore_ascii_case(b"basic") {
+        return Ok(None);
+    }
+    if rest.is_empty() {
+        return Err(RequestError::MalformedBasicAuth("no credentials"));
+    }
+    let decoded = zeroize::Zeroizing::new(
+        BASIC_BASE64
+            .decode(rest)
+            .map_err(|_| RequestError::MalformedBasicAuth("not base64"))?,
+    );
+    let colon = decoded
+        .iter()
+        .position(|&b| b == b':')
+        .ok_or(RequestError::MalformedBasicAuth("no `:` between id and secret"))?;
+    // RFC 6749 §2.3.1: both halves are form-urlencoded before base64.
+    let id = form::decode_component(&decoded[..colon])
+        .map_err(|e| RequestError::MalformedBasicAuth(e.describe()))?;
+    if id.is_empty() {
+        return Err(RequestError::MalformedBasicAuth("empty client id"));
+    }
+    let secret = form::decode_component(&decoded[colon + 1..])
+        .map_err(|e| RequestError::MalformedBasicAuth(e.describe()))?;
+    Ok(Some((id.into_owned(), ClientSecret::new(secret.into_owned()))))
+}
+
+/// A parameter name fit for an error message: printable ASCII, bounded.
+fn printable_name(name: &str) -> String {
+    name.chars()
+        .filter(|c| c.is_ascii_graphic())
+        .take(40)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FORM: Option<&[u8]> = Some(b"application/x-www-form-urlencoded");
+
+    fn basic(id: &str, secret: &str) -> Vec<u8> {
+        let raw = format!("{id}:{secret}");
+        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw)).into_bytes()
+    }
+
+    #[test]
+    fn basic_credentials_are_form_decoded() {
+        let header = basic("my%20client", "s%3Acret+x");
+        let request =
+            TokenRequest::parse(FORM, Some(&header), None, b"grant_type=client_credentials")
+                .unwrap();
+        assert_eq!(request.client_id(), Some("my client"));
+        assert_eq!(request.client_secret().unwrap().secret(), "s:cret x");
+        assert_eq!(request.credential_source(), CredentialSource::BasicHeader);
+        assert!(request.is_cacheable());
+    }
+
+    #[test]
+    fn basic_without_padding_and_mixed_case_scheme() {
+        // "a:b" is YTpi in base64, which needs no padding; "ab:c" is YWI6Yw==.
+        let request = TokenRequest::parse(
+            FORM,
+            Some(b"bAsIc   YWI6Yw"),
+            None,
+            b"grant_type=client_credentials",
+        )
+        .unwrap();
+        assert_eq!(request.client_id(), Some("ab"));
+    }
+
+    #[test]
+    fn body_credentials() {
+        let request = TokenRequest::parse(
+            Some(b"Application/X-WWW-Form-Urlencoded; charset=UTF-8"),
+            None,
+            None,
+            b"grant_type=client_credentials&client_id=c&client_secret=s&scope=b+a+b",
+        )
+        .unwrap();
+        assert_eq!(request.credential_source(), CredentialSource::Body);
+        assert_eq!(request.scopes(), vec!["a", "b"]);
+        assert!(request.is_cacheable());
+    }
+
+    #[test]
+    fn scope_from_query_string() {
+        let header = basic("c", "s");
+        let request = TokenRequest::parse(
+            FORM,
+            Some(&header),
+            Some("scope=api%2Fread"),
+            b"grant_type=client_credentials",
+        )
+        .unwrap();
+        assert_eq!(request.scopes(), vec!["api/read"]);
+    }
+
+    #[test]
+    fn extra_params_sorted() {
+        let request = TokenRequest::parse(
+            FORM,
+            None,
+            None,
+            b"resource=r&grant_type=client_credentials&aws_client_metadata=%7B%7D&client_id=c",
+        )
+        .unwrap();
+        let extra: Vec<_> = request.extra_params().collect();
+        assert_eq!(extra, vec![("aws_client_metadata", "{}"), ("resource", "r")]);
+    }
+
+    #[test]
+    fn rejections() {
+        let header = basic("c", "s");
+        let cases: Vec<(Option<&[u8]>, Option<&[u8]>, Option<&str>, &[u8], RequestError)> = vec![
+            (
+                Some(b"application/json"),
+                None,
+                None,
+                b"grant_type=client_credentials",
+                RequestError::UnsupportedContentType,
+            ),
+            (
+                None,
+                None,
+                None,
+                b"grant_type=client_credentials",
+                RequestError::UnsupportedContentType,
+            ),
+            (
+                FORM,
+                None,
+                None,
+                b"grant_type=client_credentials&scope=a&scope=b",
+                RequestError::DuplicateParameter("scope".into()),
+            ),
+            (
+                FORM,
+                None,
+                Some("scope=a"),
+                b"grant_type=client_credentials&scope=b",
+                RequestError::DuplicateParameter("scope".into()),
+            ),
+            (
+                FORM,
+                Some(&header),
+                None,
+                b"grant_type=client_credentials&client_id=c",
+                RequestError::CredentialsInHeaderAndBody,
+            ),
+            (
+                FORM,
+                Some(b"Basic !!!"),
+                None,
+                b"grant_type=client_credentials",
+                RequestError::MalformedBasicAuth("not base64"),
+            ),
+            (
+                FORM,
+                Some(b"Basic"),
+                None,
+                b"grant_type=client_credentials",
+                RequestError::MalformedBasicAuth("no credentials"),
+            ),
+            (
+                FORM,
+                Some(b"Basic YWJj"), // "abc"
+                None,
+                b"grant_type=client_credentials",
+                RequestError::MalformedBasicAuth("no `:` between id and secret"),
+            ),
+            (FORM, None, None, b"scope=a", RequestError::MissingGrantType),
+            (
+                FORM,
+                None,
+                None,
+                b"grant_type=%zz",
+                RequestError::MalformedForm("malformed percent-encoding in form"),
+            ),
+        ];
+        for (content_type, auth, query, body, expected) in cases {
+            let got = TokenRequest::parse(content_type, auth, query, body).unwrap_err();
+            assert_eq!(got, expected, "body {:?}", String::from_utf8_lossy(body));
+        }
+    }
+
+    #[test]
+    fn error_text_never_holds_the_secret() {
+        let header = basic("c", "topsecret");
+        let error = TokenRequest::parse(
+            FORM,
+            Some(&header),
+            None,
+            b"grant_type=client_credentials&client_secret=topsecret",
+        )
+        .unwrap_err();
+        assert!(!error.to_string().contains("topsecret"));
+        assert!(!format!("{error:?}").contains("topsecret"));
+    }
+
+    #[test]
+    fn not_cacheable_cases() {
+        let header = basic("c", "s");
+        let code =
+            TokenRequest::parse(FORM, Some(&header), None, b"grant_type=authorization_code&code=x")
+                .unwrap();
+        assert!(!code.is_cacheable());
+        let anonymous =
+            TokenRequest::parse(FORM, None, None, b"grant_type=client_credentials").unwrap();
+        assert!(!anonymous.is_cacheable());
+        let bearer = TokenRequest::parse(
+            FORM,
+            Some(b"Bearer abc"),
+            None,
+            b"grant_type=client_credentials&client_id=c",
+        )
+        .unwrap();
+        assert_eq!(bearer.credential_source(), CredentialSource::ForeignHeader);
+        assert!(!bearer.is_cacheable());
+    }
+
+    #[test]
+    fn empty_values_are_omitted() {
+        let request = TokenRequest::parse(
+            FORM,
+            None,
+            None,
+            b"grant_type=client_credentials&client_id=c&scope=&resource=",
+        )
+        .unwrap();
+        assert!(request.scopes().is_empty());
+        assert_eq!(request.extra_params().len(), 0);
+    }
+}

@@ -1,0 +1,348 @@
+//! A cached token response, and the rules that decide what may be cached.
+
+use std::fmt;
+
+use base64::Engine as _;
+use serde_json::{Map, Value};
+
+use crate::clock::UnixMillis;
+use crate::freshness::{Freshness, FreshnessPolicy, Schedule};
+
+/// Why an upstream answer cannot be cached (it is passed through instead).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Uncacheable {
+    /// The body is not a JSON object.
+    #[error("body is not a JSON object")]
+    NotJsonObject,
+    /// There is no string `access_token`.
+    #[error("no access_token")]
+    MissingAccessToken,
+    /// `expires_in` is missing, not a number or not positive.
+    #[error("no positive expires_in")]
+    NoLifetime,
+    /// The token would expire before it could be served (its lifetime is
+    /// shorter than the minimum remaining lifetime, or the JWT `exp` has
+    /// passed).
+    #[error("lifetime too short to cache")]
+    LifetimeTooShort,
+}
+
+/// A successful token response held in the cache.
+///
+/// The body is kept as the upstream's JSON object without `expires_in` and
+/// without its closing brace, so an answer is rendered by appending the
+/// remaining lifetime: no JSON is parsed or serialised on the hit path.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CachedToken {
+    body_prefix: Box<[u8]>,
+    fetched_at: UnixMillis,
+    expires_at: UnixMillis,
+    schedule: Schedule,
+}
+
+impl CachedToken {
+    /// Builds a cache entry from a 200 answer's body, fetched at `now`.
+    ///
+    /// The token ends at `now + expires_in`, or at the JWT `exp` of the
+    /// access token if that is earlier (reading a lifetime hint needs no
+    /// signature check).
+    ///
+    /// # Errors
+    /// [`Uncacheable`] when the body is not a usable token response.
+    pub fn from_response(
+        body: &[u8],
+        now: UnixMillis,
+        policy: &FreshnessPolicy,
+    ) -> Result<Self, Uncacheable> {
+        let Ok(Value::Object(mut fields)) = serde_json::from_slice::<Value>(body) else {
+            return Err(Uncacheable::NotJsonObject);
+        };
+        let access_token = match fields.get("access_token") {
+            Some(Value::String(token)) if !token.is_empty() => token,
+            _ => return Err(Uncacheable::MissingAccessToken),
+        };
+        let jwt_exp = jwt_expiry(access_token);
+        let expires_in_secs = fields
+            .remove("expires_in")
+            .as_ref()
+            .and_then(positive_seconds)
+            .ok_or(Uncacheable::NoLifetime)?;
+        let mut expires_at = now.plus_millis(expires_in_secs.saturating_mul(1000));
+        if let Some(exp) = jwt_exp {
+            expires_at = expires_at.min(exp);
+        }
+        let schedule = policy
+            .schedule(now, expires_at)
+            .ok_or(Uncacheable::LifetimeTooShort)?;
+        Ok(Self {
+            body_prefix: object_prefix(&fields),
+            fetched_at: now,
+            expires_at,
+            schedule,
+        })
+    }
+
+    /// The stage of this entry at `now`.
+    #[must_use]
+    pub fn freshness(&self, now: UnixMillis) -> Freshness {
+        self.schedule.freshness(now)
+    }
+
+    /// When the upstream answered.
+    #[must_use]
+    pub const fn fetched_at(&self) -> UnixMillis {
+        self.fetched_at
+    }
+
+    /// When the token itself expires.
+    #[must_use]
+    pub const fn expires_at(&self) -> UnixMillis {
+        self.expires_at
+    }
+
+    /// When this entry starts aging.
+    #[must_use]
+    pub const fn refresh_at(&self) -> UnixMillis {
+        self.schedule.refresh_at
+    }
+
+    /// When this entry stops being served.
+    #[must_use]
+    pub const fn serve_until(&self) -> UnixMillis {
+        self.schedule.serve_until
+    }
+
+    /// Whole seconds of life left at `now`: the `expires_in` to answer with.
+    #[must_use]
+    pub const fn expires_in(&self, now: UnixMillis) -> u64 {
+        self.expires_at.whole_secs_since(now)
+    }
+
+    /// Whole seconds since the upstream answered: the `Age` header.
+    #[must_use]
+    pub const fn age_secs(&self, now: UnixMillis) -> u64 {
+        now.whole_secs_since(self.fetched_at)
+    }
+
+    /// The answer's body at `now`: the upstream's JSON with `expires_in`
+    /// set to the seconds actually left.
+    #[must_use]
+    pub fn render_body(&self, now: UnixMillis) -> Vec<u8> {
+        const SUFFIX_MAX: usize = r#","expires_in":18446744073709551615}"#.len();
+        let mut body = Vec::with_capacity(self.body_prefix.len() + SUFFIX_MAX);
+        body.extend_from_slice(&self.body_prefix);
+        body.extend_from_slice(br#","expires_in":"#);
+        push_decimal(&mut body, self.expires_in(now));
+        body.push(b'}');
+        body
+    }
+
+    /// Bytes this entry holds, for the memory store's budget.
+    #[must_use]
+    pub fn heap_size(&self) -> usize {
+        self.body_prefix.len() + std::mem::size_of::<Self>()
+    }
+}
+
+impl fmt::Debug for CachedToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CachedToken")
+            .field("body", &"[redacted]")
+            .field("fetched_at", &self.fetched_at)
+            .field("expires_at", &self.expires_at)
+            .field("refresh_at", &self.schedule.refresh_at)
+            .field("serve_until", &self.schedule.serve_until)
+            .finish()
+    }
+}
+
+/// `expires_in` as whole seconds: a positive integer, a positive float
+/// (rounded down) or a numeric string, as some providers send.
+fn positive_seconds(value: &Value) -> Option<u64> {
+    let seconds = match value {
+        Value::Number(number) => number
+            .as_u64()
+            .or_else(|| number.as_f64().filter(|f| f.is_finite() && *f >= 1.0).map(float_secs)),
+        Value::String(text) => text.trim().parse::<u64>().ok(),
+        _ => None,
+    }?;
+    (seconds > 0).then_some(seconds)
+}
+
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // checked finite and ≥ 1
+fn float_secs(seconds: f64) -> u64 {
+    seconds as u64
+}
+
+/// The `exp` claim of a JWT, as milliseconds; `None` for opaque tokens.
+fn jwt_expiry(token: &str) -> Option<UnixMillis> {
+    let mut segments = token.split('.');
+    let (_header, payload, _signature) = (segments.next()?, segments.next()?, segments.next()?);
+    if segments.next().is_some() {
+        return None;
+    }
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let claims: Value = serde_json::from_slice(&json).ok()?;
+    let exp = claims.get("exp")?;
+    let secs = exp
+        .as_u64()
+        .or_else(|| exp.as_f64().filter(|f| f.is_finite() && *f >= 0.0).map(float_secs))?;
+    Some(UnixMillis(secs.saturating_mul(1000)))
+}
+
+/// The object serialised without its closing brace.
+fn object_prefix(fields: &Map<String, Value>) -> Box<[u8]> {
+    // Serialising a map of JSON values cannot fail.
+    let mut json = serde_json::to_vec(fields).unwrap_or_else(|_| b"{}".to_vec());
+    // The object holds at least `access_token`, so what remains after the
+    // brace is `{"…":…` and `,"expires_in":N}` can follow it.
+    json.pop();
+    json.into_boxed_slice()
+}
+
+fn push_decimal(out: &mut Vec<u8>, mut value: u64) {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        // `value % 10` is below 10, so the cast is exact.
+        #[allow(clippy::cast_possible_truncation)]
+        let digit = (value % 10) as u8;
+        digits[start] = b'0' + digit;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[start..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const T0: UnixMillis = UnixMillis(1_700_000_000_000);
+
+    fn parse(body: &str) -> Result<CachedToken, Uncacheable> {
+        CachedToken::from_response(body.as_bytes(), T0, &FreshnessPolicy::default())
+    }
+
+    fn jwt(claims: &str) -> String {
+        let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        format!("{}.{}.sig", b64(r#"{"alg":"RS256"}"#), b64(claims))
+    }
+
+    #[test]
+    fn renders_remaining_lifetime() {
+        let token =
+            parse(r#"{"access_token":"abc","expires_in":3600,"token_type":"Bearer"}"#).unwrap();
+        let body: Value = serde_json::from_slice(&token.render_body(T0)).unwrap();
+        assert_eq!(body["access_token"], "abc");
+        assert_eq!(body["token_type"], "Bearer");
+        assert_eq!(body["expires_in"], 3600);
+        let later = token.render_body(T0.plus_millis(1_000_500));
+        let later: Value = serde_json::from_slice(&later).unwrap();
+        assert_eq!(later["expires_in"], 2599);
+        assert_eq!(token.age_secs(T0.plus_millis(1_000_500)), 1000);
+    }
+
+    #[test]
+    fn jwt_exp_ends_life_early() {
+        let exp = T0.0 / 1000 + 600;
+        let body = format!(
+            r#"{{"access_token":"{}","expires_in":3600}}"#,
+            jwt(&format!(r#"{{"exp":{exp}}}"#))
+        );
+        let token = parse(&body).unwrap();
+        assert_eq!(token.expires_at(), T0.plus_millis(600_000));
+        assert_eq!(token.expires_in(T0), 600);
+    }
+
+    #[test]
+    fn expired_jwt_is_not_cached() {
+        let exp = T0.0 / 1000 - 1;
+        let body = format!(
+            r#"{{"access_token":"{}","expires_in":3600}}"#,
+            jwt(&format!(r#"{{"exp":{exp}}}"#))
+        );
+        assert_eq!(parse(&body), Err(Uncacheable::LifetimeTooShort));
+    }
+
+    #[test]
+    fn lifetime_variants() {
+        assert!(parse(r#"{"access_token":"a","expires_in":"120"}"#).is_ok());
+        assert_eq!(
+            parse(r#"{"access_token":"a","expires_in":90.7}"#).unwrap().expires_in(T0),
+            90
+        );
+        for body in [
+            r#"{"access_token":"a"}"#,
+            r#"{"access_token":"a","expires_in":0}"#,
+            r#"{"access_token":"a","expires_in":-5}"#,
+            r#"{"access_token":"a","expires_in":"soon"}"#,
+            r#"{"access_token":"a","expires_in":null}"#,
+        ] {
+            assert_eq!(parse(body), Err(Uncacheable::NoLifetime), "{body}");
+        }
+    }
+
+    #[test]
+    fn unusable_bodies() {
+        assert_eq!(parse("not json"), Err(Uncacheable::NotJsonObject));
+        assert_eq!(parse("[1]"), Err(Uncacheable::NotJsonObject));
+        assert_eq!(parse(r#"{"expires_in":5}"#), Err(Uncacheable::MissingAccessToken));
+        assert_eq!(
+            parse(r#"{"access_token":7,"expires_in":5}"#),
+            Err(Uncacheable::MissingAccessToken)
+        );
+        assert_eq!(
+            parse(r#"{"access_token":"","expires_in":5}"#),
+            Err(Uncacheable::MissingAccessToken)
+        );
+    }
+
+    #[test]
+    fn debug_hides_the_token() {
+        let token = parse(r#"{"access_token":"s3cr3t","expires_in":60}"#).unwrap();
+        assert!(!format!("{token:?}").contains("s3cr3t"));
+    }
+
+    proptest! {
+        #[test]
+        fn rendered_body_round_trips(
+            token in "[ -~]{1,40}",
+            extra in proptest::collection::btree_map("[a-z_]{1,8}", "[ -~]{0,12}", 0..4),
+            lifetime in 1u64..1_000_000,
+            elapsed in 0u64..2_000_000_000,
+        ) {
+            let mut object = Map::new();
+            for (name, value) in &extra {
+                object.insert(name.clone(), Value::String(value.clone()));
+            }
+            object.insert("access_token".into(), Value::String(token.clone()));
+            object.insert("expires_in".into(), Value::from(lifetime));
+            let body = serde_json::to_vec(&object).unwrap();
+            let policy = FreshnessPolicy::new(0.75, crate::MinRemaining::Fraction(0.0)).unwrap();
+            let cached = CachedToken::from_response(&body, T0, &policy).unwrap();
+            let now = T0.plus_millis(elapsed);
+            let rendered: Value = serde_json::from_slice(&cached.render_body(now)).unwrap();
+            prop_assert_eq!(&rendered["access_token"], &Value::String(token));
+            let left = (lifetime * 1000).saturating_sub(elapsed) / 1000;
+            prop_assert_eq!(&rendered["expires_in"], &Value::from(left));
+            for (name, value) in &extra {
+                if name != "access_token" && name != "expires_in" {
+                    prop_assert_eq!(&rendered[name], &Value::String(value.clone()));
+                }
+            }
+        }
+
+        #[test]
+        fn arbitrary_bodies_never_panic(body in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = CachedToken::from_response(&body, T0, &FreshnessPolicy::default());
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! Counters of token requests, by client, grant type and status.
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, PoisonError};
+
+use serde::{Deserialize, Serialize};
+
+/// The grant label of a token request that named no grant type.
+pub const NO_GRANT: &str = "none";
+
+/// A snapshot of the token-endpoint counters (`GET /stats`).
+///
+/// A request is counted in `token_requests`, `by_client` and `by_grant` when
+/// it arrives, before the configured latency, whatever its outcome; it is
+/// counted in `by_status` (and `tokens_issued`, if it got a token) when it is
+/// answered. So while requests are in flight the sum of `by_status` is less
+/// than `token_requests`, and a request whose caller hung up during the
+/// latency never reaches `by_status`.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Every `POST /oauth2/token`.
+    pub token_requests: u64,
+    /// Access tokens issued (answers with status 200).
+    pub tokens_issued: u64,
+    /// Requests by the client id they claimed (from `Authorization: Basic` or
+    /// the body's `client_id`), authenticated or not. Requests that claimed
+    /// none are not in this map.
+    pub by_client: BTreeMap<String, u64>,
+    /// Requests by their `grant_type`, or [`NO_GRANT`] when they had none
+    /// (or their parameters could not be read).
+    pub by_grant: BTreeMap<String, u64>,
+    /// Answers by HTTP status code.
+    pub by_status: BTreeMap<u16, u64>,
+}
+
+/// The live counters behind [`Stats`].
+#[derive(Debug, Default)]
+pub(crate) struct StatsRecorder {
+    // One lock for all counters, so a snapshot is consistent. The mock IdP is
+    // not on the proxy's hit path; its throughput is bounded by RSA signing.
+    stats: Mutex<Stats>,
+}
+
+impl StatsRecorder {
+    fn with<T>(&self, f: impl FnOnce(&mut Stats) -> T) -> T {
+        // Counters stay meaningful after a panic elsewhere: ignore poisoning.
+        f(&mut self.stats.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Counts an arriving token request.
+    pub(crate) fn record_request(&self, client_id: Option<&str>, grant_type: Option<&str>) {
+        self.with(|stats| {
+            stats.token_requests += 1;
+            if let Some(client_id) = client_id {
+                *stats.by_client.entry(client_id.to_owned()).or_default() += 1;
+            }
+            *stats
+                .by_grant
+                .entry(grant_type.unwrap_or(NO_GRANT).to_owned())
+                .or_default() += 1;
+        });
+    }
+
+    /// Counts the answer to a token request.
+    pub(crate) fn record_answer(&self, status: u16) {
+        self.with(|stats| {
+            *stats.by_status.entry(status).or_default() += 1;
+            if status == 200 {
+                stats.tokens_issued += 1;
+            }
+        });
+    }
+
+    pub(crate) fn snapshot(&self) -> Stats {
+        self.with(|stats| stats.clone())
+    }
+
+    pub(crate) fn reset(&self) {
+        self.with(|stats| *stats = Stats::default());
+    }
+
+    pub(crate) fn token_requests(&self) -> u64 {
+        self.with(|stats| stats.token_requests)
+    }
+
+    pub(crate) fn token_requests_for(&self, client_id: &str) -> u64 {
+        self.with(|stats| stats.by_client.get(client_id).copied().unwrap_or(0))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_and_resets() {
+        let recorder = StatsRecorder::default();
+        recorder.record_request(Some("a"), Some("client_credentials"));
+        recorder.record_answer(200);
+        recorder.record_request(Some("a"), None);
+        recorder.record_answer(400);
+        recorder.record_request(None, Some("password"));
+        assert_eq!(recorder.token_requests(), 3);
+        assert_eq!(recorder.token_requests_for("a"), 2);
+        assert_eq!(recorder.token_requests_for("b"), 0);
+        let stats = recorder.snapshot();
+        assert_eq!(stats.tokens_issued, 1);
+        assert_eq!(stats.by_grant["client_credentials"], 1);
+        assert_eq!(stats.by_grant["none"], 1);
+        assert_eq!(stats.by_grant["password"], 1);
+        assert_eq!(stats.by_status[&200], 1);
+        assert_eq!(stats.by_status[&400], 1);
+        recorder.reset();
+        assert_eq!(recorder.snapshot(), Stats::default());
+    }
+
+    #[test]
+    fn json_round_trip() {
+        let recorder = StatsRecorder::default();
+        recorder.record_request(Some("a"), Some("client_credentials"));
+        recorder.record_answer(200);
+        let stats = recorder.snapshot();
+        let json = serde_json::to_string(&stats).unwrap();
+        assert!(json.contains(r#""by_status":{"200":1}"#), "{json}");
+        assert_eq!(serde_json::from_str::<Stats>(&json).unwrap(), stats);
+    }
+}

@@ -1,0 +1,137 @@
+//! What a proxy is built from.
+
+use std::time::Duration;
+
+use tokencache_core::{FreshnessPolicy, HmacKey};
+use tokencache_upstream::{UpstreamConfig, Url};
+
+/// One token endpoint the proxy fronts: requests to `path` go to `upstream`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteConfig {
+    /// The path the proxy answers on, such as `/oauth2/token`.
+    pub path: String,
+    /// The token endpoint, such as
+    /// `https://my-pool.auth.eu-west-1.amazoncognito.com/oauth2/token`.
+    pub upstream: Url,
+}
+
+/// Everything a [`Proxy`](crate::Proxy) is built from.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// The routes; at least one.
+    pub routes: Vec<RouteConfig>,
+    /// When cached tokens are refreshed and stop being served.
+    pub freshness: FreshnessPolicy,
+    /// The memory store's budget in bytes. Default 64 MiB (about 100,000
+    /// Cognito tokens).
+    pub cache_max_bytes: usize,
+    /// The cache-key HMAC key; random per process when `None`, which is
+    /// right for a memory store (its keys never leave the process).
+    pub hmac_key: Option<HmacKey>,
+    /// How the upstream is reached.
+    pub upstream: UpstreamConfig,
+    /// The largest request body accepted. Default 16 KiB: a token request
+    /// is a few hundred bytes.
+    pub max_body_bytes: usize,
+    /// After a failed background refresh, the first wait before the next
+    /// attempt for that key; it doubles with each failure. Default 1 s.
+    pub refresh_retry_base: Duration,
+    /// The longest wait between refresh attempts for one key. Default 30 s.
+    pub refresh_retry_cap: Duration,
+}
+
+impl ProxyConfig {
+    /// A configuration with one route and every other setting at its
+    /// default.
+    #[must_use]
+    pub fn new(routes: Vec<RouteConfig>) -> Self {
+        Self {
+            routes,
+            freshness: FreshnessPolicy::default(),
+            cache_max_bytes: 64 << 20,
+            hmac_key: None,
+            upstream: UpstreamConfig::default(),
+            max_body_bytes: 16 << 10,
+            refresh_retry_base: Duration::from_secs(1),
+            refresh_retry_cap: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A configuration the proxy cannot run with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// No route was configured.
+    #[error("no route: give --upstream or declare [[routes]] in the config file")]
+    NoRoutes,
+    /// A route path is not an absolute path.
+    #[error("route path `{0}` must start with `/`")]
+    BadPath(String),
+    /// Two routes share a path.
+    #[error("route path `{0}` is declared twice")]
+    DuplicatePath(String),
+    /// An upstream URL is not http or https.
+    #[error("upstream `{0}` must be an http:// or https:// URL")]
+    BadUpstream(String),
+    /// The upstream client could not be built.
+    #[error(transparent)]
+    Upstream(#[from] tokencache_upstream::UpstreamError),
+}
+
+impl ProxyConfig {
+    /// Checks the routes.
+    ///
+    /// # Errors
+    /// The first [`ConfigError`] found.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.routes.is_empty() {
+            return Err(ConfigError::NoRoutes);
+        }
+        let mut seen = std::collections::HashSet::new();
+        for route in &self.routes {
+            if !route.path.starts_with('/') {
+                return Err(ConfigError::BadPath(route.path.clone()));
+            }
+            if !seen.insert(route.path.as_str()) {
+                return Err(ConfigError::DuplicatePath(route.path.clone()));
+            }
+            if !matches!(route.upstream.scheme(), "http" | "https") {
+                return Err(ConfigError::BadUpstream(route.upstream.to_string()));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(path: &str, upstream: &str) -> RouteConfig {
+        RouteConfig {
+            path: path.into(),
+            upstream: upstream.parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn validation() {
+        assert!(matches!(ProxyConfig::new(vec![]).validate(), Err(ConfigError::NoRoutes)));
+        assert!(matches!(
+            ProxyConfig::new(vec![route("token", "http://a/")]).validate(),
+            Err(ConfigError::BadPath(_))
+        ));
+        assert!(matches!(
+            ProxyConfig::new(vec![route("/t", "http://a/"), route("/t", "http://b/")]).validate(),
+            Err(ConfigError::DuplicatePath(_))
+        ));
+        assert!(matches!(
+            ProxyConfig::new(vec![route("/t", "ftp://a/")]).validate(),
+            Err(ConfigError::BadUpstream(_))
+        ));
+        assert!(ProxyConfig::new(vec![route("/a", "http://a/"), route("/b", "https://b/")])
+            .validate()
+            .is_ok());
+    }
+}

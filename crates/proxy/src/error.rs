@@ -1,0 +1,91 @@
+//! Every way a request can fail, as an RFC 6749 error answer.
+
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+use tokencache_core::RequestError;
+use tokencache_upstream::UpstreamError;
+
+use crate::answer::{CacheStatus, NO_CACHE_HEADERS};
+
+/// Why the proxy answered with an error of its own (an upstream's error
+/// answer is passed through instead, and is not a `ProxyError`).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProxyError {
+    /// The request is malformed.
+    #[error(transparent)]
+    InvalidRequest(#[from] RequestError),
+    /// The body is larger than the limit.
+    #[error("request body is larger than {0} bytes")]
+    BodyTooLarge(usize),
+    /// The body could not be read (the client went away mid-body).
+    #[error("request body could not be read")]
+    BodyUnreadable,
+    /// No route at this path.
+    #[error("no token endpoint at this path")]
+    NotFound,
+    /// The path is a token endpoint but the method is not `POST`.
+    #[error("the token endpoint accepts only POST")]
+    MethodNotAllowed,
+    /// The upstream could not be reached, or its answer could not be read.
+    #[error("the token endpoint could not be reached")]
+    Upstream(#[source] std::sync::Arc<UpstreamError>),
+    /// A bug: a fetch task panicked. Logged; the caller sees a 500.
+    #[error("internal error")]
+    Internal,
+}
+
+impl ProxyError {
+    /// The status of the answer.
+    #[must_use]
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::InvalidRequest(_) | Self::BodyUnreadable => StatusCode::BAD_REQUEST,
+            Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Upstream(error) if error.is_timeout() => StatusCode::GATEWAY_TIMEOUT,
+            Self::Upstream(_) => StatusCode::BAD_GATEWAY,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The RFC 6749 `error` code.
+    #[must_use]
+    pub fn code(&self) -> &'static str {
+        match self {
+            // Clients treat this code as "try again later".
+            Self::Upstream(_) => "temporarily_unavailable",
+            Self::Internal => "server_error",
+            _ => "invalid_request",
+        }
+    }
+
+    /// The answer, with how the cache took part.
+    pub(crate) fn into_response_with(self, cache_status: CacheStatus) -> Response {
+        let description = match &self {
+            Self::Upstream(error) => error.to_string(),
+            other => other.to_string(),
+        };
+        let body = serde_json::json!({
+            "error": self.code(),
+            "error_description": description,
+        });
+        let mut response = (self.status(), axum::Json(body)).into_response();
+        let headers = response.headers_mut();
+        for (name, value) in NO_CACHE_HEADERS {
+            headers.insert(name, value);
+        }
+        if matches!(self, Self::MethodNotAllowed) {
+            headers.insert(header::ALLOW, HeaderValue::from_static("POST"));
+        }
+        headers.insert(cache_status.header_name(), cache_status.header_value());
+        response
+    }
+}
+
+impl IntoResponse for ProxyError {
+    fn into_response(self) -> Response {
+        self.into_response_with(CacheStatus::Bypass)
+    }
+}

@@ -1,0 +1,281 @@
+//! Single-flight loads: one upstream request per key however many callers
+//! ask at once, and background refreshes that never make a caller wait.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::{BoxFuture, FutureExt, Shared};
+use http::HeaderMap;
+use tokencache_core::{CacheKey, CachedToken, UnixMillis};
+use tokencache_upstream::{UpstreamError, UpstreamRequest, UpstreamResponse};
+
+use crate::proxy::Route;
+
+/// What a fetch produced, shared by every caller that waited for it.
+#[derive(Debug)]
+pub(crate) enum LoadOutcome {
+    /// A token, now in the store.
+    Stored(Arc<CachedToken>),
+    /// An answer that may not be cached (an error, a throttle, a body that
+    /// is not a token); passed through as it came.
+    Uncacheable(UpstreamResponse),
+    /// No answer came.
+    Failed(Arc<UpstreamError>),
+    /// The fetch task panicked (a bug; logged).
+    Panicked,
+}
+
+/// A fetch in progress that callers can await; it runs in its own task, so
+/// a caller that goes away does not cancel it for the others.
+pub(crate) type SharedLoad = Shared<BoxFuture<'static, Arc<LoadOutcome>>>;
+
+/// Everything needed to send a caller's request on to the upstream.
+#[derive(Debug)]
+pub(crate) struct Forward {
+    pub(crate) query: Option<String>,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
+    /// For logs only.
+    pub(crate) client_id: Option<String>,
+}
+
+/// How a caller joined a load.
+pub(crate) enum Joined {
+    /// A servable entry appeared while the caller was deciding.
+    Cached(Arc<CachedToken>),
+    /// The caller started the fetch.
+    Leader(SharedLoad),
+    /// The caller waits for a fetch someone else started.
+    Waiter(SharedLoad),
+}
+
+/// Why a fetch runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    /// A caller is waiting.
+    Load,
+    /// An aging entry is being replaced; nobody waits.
+    Refresh,
+}
+
+/// Refresh attempts for a key after failures: when the next may start.
+#[derive(Debug, Clone, Copy)]
+struct RefreshBackoff {
+    failures: u32,
+    next_attempt: UnixMillis,
+}
+
+#[derive(Default)]
+struct FlightTable {
+    in_flight: HashMap<CacheKey, SharedLoad>,
+    backoff: HashMap<CacheKey, RefreshBackoff>,
+}
+
+/// The loads in progress, by key.
+///
+/// One mutex guards the table: only misses and aging hits touch it, never a
+/// fresh hit, and it is held for a map operation, never across an await.
+pub(crate) struct Flights {
+    table: Mutex<FlightTable>,
+    retry_base: Duration,
+    retry_cap: Duration,
+}
+
+impl Flights {
+    pub(crate) fn new(retry_base: Duration, retry_cap: Duration) -> Self {
+        Self {
+            table: Mutex::new(FlightTable::default()),
+            retry_base,
+            retry_cap,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, FlightTable> {
+        self.table.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Joins the load of `key`, or starts it.
+    ///
+    /// `servable` re-reads the store under the table's lock: a fetch puts
+    /// its token in the store *before* it leaves the table, so a caller that
+    /// finds neither a flight nor an entry knows it must fetch.
+    pub(crate) fn join(
+        route: &Arc<Route>,
+        key: CacheKey,
+        forward: Forward,
+        servable: impl FnOnce() -> Option<Arc<CachedToken>>,
+    ) -> Joined {
+        let flights = &route.shared.flights;
+        let mut table = flights.lock();
+        if let Some(load) = table.in_flight.get(&key) {
+            return Joined::Waiter(load.clone());
+        }
+        if let Some(token) = servable() {
+            return Joined::Cached(token);
+        }
+        let load = spawn_fetch(Arc::clone(route), key, forward, Purpose::Load);
+        table.in_flight.insert(key, load.clone());
+        Joined::Leader(load)
+    }
+
+    /// Starts a background refresh of `key` unless one is running or the
+    /// last ones failed too recently.
+    pub(crate) fn refresh(route: &Arc<Route>, key: CacheKey, now: UnixMillis, forward: Forward) {
+        let flights = &route.shared.flights;
+        let mut table = flights.lock();
+        if table.in_flight.contains_key(&key) {
+            return;
+        }
+        if table
+            .backoff
+            .get(&key)
+            .is_some_and(|backoff| backoff.next_attempt > now)
+        {
+            return;
+        }
+        let load = spawn_fetch(Arc::clone(route), key, forward, Purpose::Refresh);
+        table.in_flight.insert(key, load);
+    }
+
+    /// Forgets refresh backoffs older than the longest backoff: their keys
+    /// are long refreshed, expired or gone.
+    pub(crate) fn prune(&self, now: UnixMillis) {
+        let cap = u64::try_from(self.retry_cap.as_millis()).unwrap_or(u64::MAX);
+        self.lock()
+            .backoff
+            .retain(|_, backoff| now.millis_since(backoff.next_attempt) < cap);
+    }
+
+    /// The number of loads in progress.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.lock().in_flight.len()
+    }
+
+    fn finish(&self, key: CacheKey, purpose: Purpose, succeeded: bool, now: UnixMillis) {
+        let mut table = self.lock();
+        table.in_flight.remove(&key);
+        if succeeded {
+            table.backoff.remove(&key);
+        } else if purpose == Purpose::Refresh {
+            let failures = table.backoff.get(&key).map_or(0, |b| b.failures) + 1;
+            let delay = self
+                .retry_base
+                .saturating_mul(1 << failures.saturating_sub(1).min(16))
+                .min(self.retry_cap);
+            table.backoff.insert(
+                key,
+                RefreshBackoff {
+                    failures,
+                    next_attempt: now.plus(delay),
+                },
+            );
+        }
+    }
+}
+
+/// Takes a key out of the table when its fetch task ends, however it ends
+/// (a panic included), so no caller can wait on a finished fetch.
+struct FlightGuard {
+    route: Arc<Route>,
+    key: CacheKey,
+    purpose: Purpose,
+    succeeded: bool,
+}
+
+impl Drop for FlightGuard {
+    fn drop(&mut self) {
+        let now = self.route.shared.clock.now();
+        self.route
+            .shared
+            .flights
+            .finish(self.key, self.purpose, self.succeeded, now);
+    }
+}
+
+fn spawn_fetch(route: Arc<Route>, key: CacheKey, forward: Forward, purpose: Purpose) -> SharedLoad {
+    let task = tokio::spawn(async move {
+        let mut guard = FlightGuard {
+            route: Arc::clone(&route),
+            key,
+            purpose,
+            succeeded: false,
+        };
+        let outcome = fetch(&route, key, forward, purpose).await;
+        guard.succeeded = matches!(outcome, LoadOutcome::Stored(_));
+        if purpose == Purpose::Refresh {
+            route.shared.metrics.refresh(guard.succeeded);
+        }
+        Arc::new(outcome)
+    });
+    async move {
+        task.await.unwrap_or_else(|error| {
+            tracing::error!(%error, "token fetch task failed");
+            Arc::new(LoadOutcome::Panicked)
+        })
+    }
+    .boxed()
+    .shared()
+}
+
+/// One upstream exchange; a cacheable answer goes into the store before
+/// the flight leaves the table.
+async fn fetch(route: &Route, key: CacheKey, forward: Forward, purpose: Purpose) -> LoadOutcome {
+    let shared = &route.shared;
+    let started = tokio::time::Instant::now();
+    let result = shared
+        .upstream
+        .send(UpstreamRequest {
+            url: &route.upstream,
+            query: forward.query.as_deref(),
+            headers: tokencache_upstream::forwardable_headers(&forward.headers),
+            body: forward.body,
+        })
+        .await;
+    let elapsed = started.elapsed();
+    shared
+        .metrics
+        .upstream(result.as_ref().ok().map(|answer| answer.status), elapsed);
+    let fingerprint = key.fingerprint();
+    let client_id = forward.client_id.as_deref().unwrap_or("");
+    let answer = match result {
+        Ok(answer) => answer,
+        Err(error) => {
+            tracing::warn!(
+                route = %route.path, client_id, key = %fingerprint, ?purpose,
+                elapsed_ms = elapsed.as_millis(), error = %error,
+                "token endpoint failed"
+            );
+            return LoadOutcome::Failed(Arc::new(error));
+        }
+    };
+    if answer.status != http::StatusCode::OK {
+        tracing::info!(
+            route = %route.path, client_id, key = %fingerprint, ?purpose,
+            status = answer.status.as_u16(), elapsed_ms = elapsed.as_millis(),
+            "token endpoint answered with an error; passed through, not cached"
+        );
+        return LoadOutcome::Uncacheable(answer);
+    }
+    let now = shared.clock.now();
+    match CachedToken::from_response(&answer.body, now, &shared.policy) {
+        Ok(token) => {
+            let token = Arc::new(token);
+            shared.store.insert(key, Arc::clone(&token), now);
+            tracing::info!(
+                route = %route.path, client_id, key = %fingerprint, ?purpose,
+                elapsed_ms = elapsed.as_millis(), expires_in = token.expires_in(now),
+                "token fetched and cached"
+            );
+            LoadOutcome::Stored(token)
+        }
+        Err(reason) => {
+            tracing::warn!(
+                route = %route.path, client_id, key = %fingerprint, ?purpose,
+                %reason, "token endpoint's 200 answer is not cacheable; passed through"
+            );
+            LoadOutcome::Uncacheable(answer)
+        }
+    }
+}

@@ -1,0 +1,57 @@
+//! The caching proxy for OAuth 2.0 token endpoints.
+//!
+//! Apps change only their token URL. For each `client_credentials` request
+//! the proxy derives a cache key from everything that can change the token
+//! (see [`tokencache_core::KeyDeriver`]) and answers from its memory store
+//! while the token is fresh; while it is aging it still answers from the
+//! store and refreshes in the background, once; when nothing servable is
+//! cached, one upstream request per key is made however many callers wait
+//! for it. Everything else (other grants, errors, throttles, bodies that are
+//! not tokens) passes through unchanged and is never cached.
+//!
+//! The app is a value ([`Proxy`]) with two routers, so `main` and the tests
+//! serve the same thing:
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use tokencache_core::SystemClock;
+//! use tokencache_proxy::{Proxy, ProxyConfig, RouteConfig, serve};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = ProxyConfig::new(vec![RouteConfig {
+//!     path: "/oauth2/token".into(),
+//!     upstream: "https://my-pool.auth.eu-west-1.amazoncognito.com/oauth2/token".parse()?,
+//! }]);
+//! let proxy = Proxy::new(config, Arc::new(SystemClock))?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! let admin = tokio::net::TcpListener::bind("127.0.0.1:9090").await?;
+//! let shutdown = async {
+//!     let _ = tokio::signal::ctrl_c().await;
+//! };
+//! serve(proxy, listener, Some(admin), shutdown, Duration::from_secs(10)).await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Answers carry RFC 9211 `Cache-Status` (`tokencache; hit; ttl=N`,
+//! `tokencache; fwd=miss; stored`, `tokencache; fwd=miss; collapsed`,
+//! `tokencache; fwd=bypass`), `Age`, and `Cache-Control: no-store`.
+//!
+//! This crate has no feature flags.
+
+mod admin;
+mod answer;
+mod config;
+mod error;
+mod flight;
+mod handler;
+mod metrics;
+mod proxy;
+mod server;
+
+pub use config::{ConfigError, ProxyConfig, RouteConfig};
+pub use error::ProxyError;
+pub use proxy::Proxy;
+pub use server::serve;
+pub use tokencache_upstream::UpstreamConfig;

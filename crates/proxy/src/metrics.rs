@@ -1,0 +1,185 @@
+//! The proxy's metrics: handles registered once, so the hit path only adds
+//! to an atomic.
+
+use std::time::Duration;
+
+use metrics::{Counter, Gauge, Histogram, Key, KeyName, Label, Metadata, Recorder, SharedString, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+
+static METADATA: Metadata<'static> =
+    Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
+
+const UPSTREAM_LATENCY: &str = "tokencache_upstream_request_duration_seconds";
+
+/// Upstream latency buckets: Cognito answers in tens of milliseconds; the
+/// long tail up to the request timeout is what an operator looks for.
+const LATENCY_BUCKETS: [f64; 12] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// How a token request was answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// From cache, fresh.
+    Hit,
+    /// Fetched upstream for this caller.
+    Miss,
+    /// From cache, aging, with a refresh in the background.
+    Stale,
+    /// Waited for another caller's fetch.
+    Collapsed,
+    /// Not cacheable; passed through.
+    Bypass,
+    /// Answered with an error of the proxy's own.
+    Error,
+}
+
+/// The proxy's metrics, each registered once with its own recorder (not the
+/// process-global one, so several proxies in one test process stay apart).
+#[derive(Debug, Clone)]
+pub(crate) struct ProxyMetrics {
+    handle: PrometheusHandle,
+    outcomes: [Counter; 6],
+    upstream_2xx: Counter,
+    upstream_3xx: Counter,
+    upstream_4xx: Counter,
+    upstream_5xx: Counter,
+    upstream_failed: Counter,
+    upstream_latency: Histogram,
+    refreshes_ok: Counter,
+    refreshes_failed: Counter,
+    entries: Gauge,
+    bytes: Gauge,
+}
+
+impl ProxyMetrics {
+    pub(crate) fn new() -> Self {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Full(UPSTREAM_LATENCY.into()), &LATENCY_BUCKETS)
+            .map_or_else(|_| PrometheusBuilder::new(), |builder| builder)
+            .build_recorder();
+        describe(&recorder);
+        let outcome = |value: &'static str| {
+            counter(&recorder, "tokencache_requests_total", "outcome", value)
+        };
+        let upstream = |value: &'static str| {
+            counter(&recorder, "tokencache_upstream_requests_total", "status", value)
+        };
+        let refresh = |value: &'static str| {
+            counter(&recorder, "tokencache_refreshes_total", "result", value)
+        };
+        Self {
+            handle: recorder.handle(),
+            outcomes: [
+                outcome("hit"),
+                outcome("miss"),
+                outcome("stale"),
+                outcome("collapsed"),
+                outcome("bypass"),
+                outcome("error"),
+            ],
+            upstream_2xx: upstream("2xx"),
+            upstream_3xx: upstream("3xx"),
+            upstream_4xx: upstream("4xx"),
+            upstream_5xx: upstream("5xx"),
+            upstream_failed: upstream("failed"),
+            upstream_latency: recorder
+                .register_histogram(&Key::from_name(UPSTREAM_LATENCY), &METADATA),
+            refreshes_ok: refresh("ok"),
+            refreshes_failed: refresh("failed"),
+            entries: recorder.register_gauge(&Key::from_name("tokencache_cache_entries"), &METADATA),
+            bytes: recorder.register_gauge(&Key::from_name("tokencache_cache_bytes"), &METADATA),
+        }
+    }
+
+    pub(crate) fn request(&self, outcome: Outcome) {
+        let index = match outcome {
+            Outcome::Hit => 0,
+            Outcome::Miss => 1,
+            Outcome::Stale => 2,
+            Outcome::Collapsed => 3,
+            Outcome::Bypass => 4,
+            Outcome::Error => 5,
+        };
+        self.outcomes[index].increment(1);
+    }
+
+    /// One upstream exchange: its status (`None` when no answer came) and
+    /// how long it took.
+    pub(crate) fn upstream(&self, status: Option<http::StatusCode>, elapsed: Duration) {
+        let counter = match status.map(|status| status.as_u16() / 100) {
+            Some(2) => &self.upstream_2xx,
+            Some(3) => &self.upstream_3xx,
+            Some(4) => &self.upstream_4xx,
+            Some(5) => &self.upstream_5xx,
+            _ => &self.upstream_failed,
+        };
+        counter.increment(1);
+        self.upstream_latency.record(elapsed.as_secs_f64());
+    }
+
+    pub(crate) fn refresh(&self, succeeded: bool) {
+        if succeeded {
+            self.refreshes_ok.increment(1);
+        } else {
+            self.refreshes_failed.increment(1);
+        }
+    }
+
+    /// The Prometheus text, with the store's size read now.
+    #[allow(clippy::cast_precision_loss)] // counts far below 2^53
+    pub(crate) fn render(&self, entries: usize, bytes: usize) -> String {
+        self.entries.set(entries as f64);
+        self.bytes.set(bytes as f64);
+        self.handle.render()
+    }
+
+    /// Drains histogram samples into their buckets; run now and then.
+    pub(crate) fn upkeep(&self) {
+        self.handle.run_upkeep();
+    }
+}
+
+fn counter(
+    recorder: &PrometheusRecorder,
+    name: &'static str,
+    label: &'static str,
+    value: &'static str,
+) -> Counter {
+    let key = Key::from_parts(name, vec![Label::from_static_parts(label, value)]);
+    recorder.register_counter(&key, &METADATA)
+}
+
+fn describe(recorder: &PrometheusRecorder) {
+    let help = |text: &'static str| SharedString::from(text);
+    recorder.describe_counter(
+        KeyName::from_const_str("tokencache_requests_total"),
+        Some(Unit::Count),
+        help("Token requests by outcome: hit, miss, stale (served while refreshing), collapsed (waited for another caller's fetch), bypass (not cacheable), error."),
+    );
+    recorder.describe_counter(
+        KeyName::from_const_str("tokencache_upstream_requests_total"),
+        Some(Unit::Count),
+        help("Requests to token endpoints by status class; `failed` when no answer came."),
+    );
+    recorder.describe_histogram(
+        KeyName::from_const_str(UPSTREAM_LATENCY),
+        Some(Unit::Seconds),
+        help("Time for a token endpoint to answer."),
+    );
+    recorder.describe_counter(
+        KeyName::from_const_str("tokencache_refreshes_total"),
+        Some(Unit::Count),
+        help("Background refreshes of aging tokens by result."),
+    );
+    recorder.describe_gauge(
+        KeyName::from_const_str("tokencache_cache_entries"),
+        Some(Unit::Count),
+        help("Tokens in the memory store."),
+    );
+    recorder.describe_gauge(
+        KeyName::from_const_str("tokencache_cache_bytes"),
+        Some(Unit::Bytes),
+        help("Bytes the memory store's entries take."),
+    );
+}

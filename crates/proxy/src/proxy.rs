@@ -1,0 +1,152 @@
+//! The proxy's shared state and its routers.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::routing::post;
+use tokencache_core::{Clock, FreshnessPolicy, HmacKey, KeyDeriver};
+use tokencache_memory_store::MemoryStore;
+use tokencache_upstream::{UpstreamClient, Url};
+
+use crate::config::{ConfigError, ProxyConfig};
+use crate::error::ProxyError;
+use crate::flight::Flights;
+use crate::metrics::{Outcome, ProxyMetrics};
+use crate::{admin, handler};
+
+/// State every route shares.
+pub(crate) struct Shared {
+    pub(crate) store: MemoryStore,
+    pub(crate) deriver: KeyDeriver,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) upstream: UpstreamClient,
+    pub(crate) flights: Flights,
+    pub(crate) metrics: ProxyMetrics,
+    pub(crate) policy: FreshnessPolicy,
+    pub(crate) max_body_bytes: usize,
+    pub(crate) ready: AtomicBool,
+}
+
+/// One configured route.
+pub(crate) struct Route {
+    /// The proxy path, part of every cache key of this route.
+    pub(crate) path: Box<str>,
+    pub(crate) upstream: Url,
+    pub(crate) shared: Arc<Shared>,
+}
+
+/// A caching proxy for token endpoints: build it once, then serve its
+/// [`router`](Self::router) and [`admin_router`](Self::admin_router).
+///
+/// Clones share everything (the cache included).
+#[derive(Clone)]
+pub struct Proxy {
+    shared: Arc<Shared>,
+    routes: Vec<Arc<Route>>,
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy")
+            .field("routes", &self.routes.iter().map(|r| &*r.path).collect::<Vec<_>>())
+            .field("cached_entries", &self.shared.store.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Proxy {
+    /// Builds a proxy reading time from `clock`.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] when the configuration is not usable.
+    pub fn new(config: ProxyConfig, clock: Arc<dyn Clock>) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let hmac_key = config.hmac_key.unwrap_or_else(HmacKey::random);
+        let shared = Arc::new(Shared {
+            store: MemoryStore::new(config.cache_max_bytes),
+            deriver: KeyDeriver::new(&hmac_key),
+            clock,
+            upstream: UpstreamClient::new(&config.upstream)?,
+            flights: Flights::new(config.refresh_retry_base, config.refresh_retry_cap),
+            metrics: ProxyMetrics::new(),
+            policy: config.freshness,
+            max_body_bytes: config.max_body_bytes,
+            ready: AtomicBool::new(true),
+        });
+        let routes = config
+            .routes
+            .into_iter()
+            .map(|route| {
+                Arc::new(Route {
+                    path: route.path.into_boxed_str(),
+                    upstream: route.upstream,
+                    shared: Arc::clone(&shared),
+                })
+            })
+            .collect();
+        Ok(Self { shared, routes })
+    }
+
+    /// The token endpoints: `POST` on each route's path.
+    pub fn router(&self) -> Router {
+        let mut router = Router::new();
+        for route in &self.routes {
+            router = router.route(
+                &route.path,
+                post(handler::token).with_state(Arc::clone(route)),
+            );
+        }
+        let not_found = Arc::clone(&self.shared);
+        let wrong_method = Arc::clone(&self.shared);
+        router
+            .fallback(move || async move {
+                not_found.metrics.request(Outcome::Error);
+                ProxyError::NotFound
+            })
+            .method_not_allowed_fallback(move || async move {
+                wrong_method.metrics.request(Outcome::Error);
+                ProxyError::MethodNotAllowed
+            })
+    }
+
+    /// The admin endpoints: `/metrics`, `/healthz`, `/readyz`, `/purge`.
+    pub fn admin_router(&self) -> Router {
+        admin::router(Arc::clone(&self.shared))
+    }
+
+    /// Drops every cached token; how many there were.
+    pub fn purge(&self) -> usize {
+        self.shared.store.clear()
+    }
+
+    /// The number of cached tokens.
+    #[must_use]
+    pub fn cached_entries(&self) -> usize {
+        self.shared.store.len()
+    }
+
+    /// Marks the proxy ready or not (`/readyz` answers 503 when not), so a
+    /// load balancer stops sending traffic before shutdown.
+    pub fn set_ready(&self, ready: bool) {
+        self.shared.ready.store(ready, Ordering::Relaxed);
+    }
+
+    /// Periodic housekeeping: drops entries that can no longer be served,
+    /// forgets stale refresh backoffs, drains metric histograms.
+    pub fn housekeeping(&self) {
+        let now = self.shared.clock.now();
+        let removed = self.shared.store.remove_expired(now);
+        self.shared.flights.prune(now);
+        self.shared.metrics.upkeep();
+        if removed > 0 {
+            tracing::debug!(removed, "dropped expired tokens");
+        }
+    }
+
+    /// The number of upstream fetches in progress.
+    #[must_use]
+    pub fn loads_in_flight(&self) -> usize {
+        self.shared.flights.in_flight()
+    }
+}
