@@ -139,6 +139,9 @@ mod tests {
 
     #[test]
     fn borrows_when_nothing_to_decode() {
-        assert!(matches!(decode_component(b"plain"), Ok(Cow::Borrowed("plain"))));
+        assert!(matches!(
+            decode_component(b"plain"),
+            Ok(Cow::Borrowed("plain"))
+        ));
     }
 }

@@ -165,10 +165,22 @@ mod tests {
         assert_eq!(schedule.refresh_at, T0.plus_millis(2_700_000));
         assert_eq!(schedule.serve_until, T0.plus_millis(3_240_000));
         assert_eq!(schedule.freshness(T0), Freshness::Fresh);
-        assert_eq!(schedule.freshness(T0.plus_millis(2_699_999)), Freshness::Fresh);
-        assert_eq!(schedule.freshness(T0.plus_millis(2_700_000)), Freshness::Aging);
-        assert_eq!(schedule.freshness(T0.plus_millis(3_239_999)), Freshness::Aging);
-        assert_eq!(schedule.freshness(T0.plus_millis(3_240_000)), Freshness::Expired);
+        assert_eq!(
+            schedule.freshness(T0.plus_millis(2_699_999)),
+            Freshness::Fresh
+        );
+        assert_eq!(
+            schedule.freshness(T0.plus_millis(2_700_000)),
+            Freshness::Aging
+        );
+        assert_eq!(
+            schedule.freshness(T0.plus_millis(3_239_999)),
+            Freshness::Aging
+        );
+        assert_eq!(
+            schedule.freshness(T0.plus_millis(3_240_000)),
+            Freshness::Expired
+        );
     }
 
     #[test]

@@ -111,7 +111,9 @@ impl KeyDeriver {
         optional_field(&mut mac, request.client_id().map(str::as_bytes));
         optional_field(
             &mut mac,
-            request.client_secret().map(|secret| secret.secret().as_bytes()),
+            request
+                .client_secret()
+                .map(|secret| secret.secret().as_bytes()),
         );
         let scopes = request.scopes();
         count(&mut mac, scopes.len());
@@ -175,7 +177,12 @@ mod tests {
         // Basic "c:s" and body credentials name the same client and secret:
         // the token they get is the same, so they may share it.
         let d = deriver();
-        let basic = key_of(&d, "/t", Some(b"Basic Yzpz"), "grant_type=client_credentials");
+        let basic = key_of(
+            &d,
+            "/t",
+            Some(b"Basic Yzpz"),
+            "grant_type=client_credentials",
+        );
         let body = key_of(
             &d,
             "/t",
@@ -191,7 +198,10 @@ mod tests {
         let d = deriver();
         assert_ne!(key_of(&d, "/a", None, body), key_of(&d, "/b", None, body));
         let other = KeyDeriver::new(&HmacKey::from_bytes([8; 32]));
-        assert_ne!(key_of(&d, "/a", None, body), key_of(&other, "/a", None, body));
+        assert_ne!(
+            key_of(&d, "/a", None, body),
+            key_of(&other, "/a", None, body)
+        );
     }
 
     #[test]
@@ -199,7 +209,12 @@ mod tests {
         let d = deriver();
         assert_ne!(
             key_of(&d, "/t", None, "grant_type=client_credentials&client_id=c"),
-            key_of(&d, "/t", Some(b"Basic Yzo="), "grant_type=client_credentials"),
+            key_of(
+                &d,
+                "/t",
+                Some(b"Basic Yzo="),
+                "grant_type=client_credentials"
+            ),
         );
     }
 

@@ -133,19 +133,17 @@ impl<'a> TokenRequest<'a> {
         let grant_type = grant_type.ok_or(RequestError::MissingGrantType)?;
 
         let credential_source = match authorization {
-            Some(header) => {
-                match parse_basic(header)? {
-                    Some((id, secret)) => {
-                        if client_id.is_some() || client_secret.is_some() {
-                            return Err(RequestError::CredentialsInHeaderAndBody);
-                        }
-                        client_id = Some(Cow::Owned(id));
-                        client_secret = Some(secret);
-                        CredentialSource::BasicHeader
+            Some(header) => match parse_basic(header)? {
+                Some((id, secret)) => {
+                    if client_id.is_some() || client_secret.is_some() {
+                        return Err(RequestError::CredentialsInHeaderAndBody);
                     }
-                    None => CredentialSource::ForeignHeader,
+                    client_id = Some(Cow::Owned(id));
+                    client_secret = Some(secret);
+                    CredentialSource::BasicHeader
                 }
-            }
+                None => CredentialSource::ForeignHeader,
+            },
             None if client_id.is_some() => CredentialSource::Body,
             None => CredentialSource::None,
         };
@@ -248,7 +246,9 @@ fn parse_basic(header: &[u8]) -> Result<Option<(String, ClientSecret)>, RequestE
     let colon = decoded
         .iter()
         .position(|&b| b == b':')
-        .ok_or(RequestError::MalformedBasicAuth("no `:` between id and secret"))?;
+        .ok_or(RequestError::MalformedBasicAuth(
+            "no `:` between id and secret",
+        ))?;
     // RFC 6749 §2.3.1: both halves are form-urlencoded before base64.
     let id = form::decode_component(&decoded[..colon])
         .map_err(|e| RequestError::MalformedBasicAuth(e.describe()))?;
@@ -257,7 +257,10 @@ fn parse_basic(header: &[u8]) -> Result<Option<(String, ClientSecret)>, RequestE
     }
     let secret = form::decode_component(&decoded[colon + 1..])
         .map_err(|e| RequestError::MalformedBasicAuth(e.describe()))?;
-    Ok(Some((id.into_owned(), ClientSecret::new(secret.into_owned()))))
+    Ok(Some((
+        id.into_owned(),
+        ClientSecret::new(secret.into_owned()),
+    )))
 }
 
 /// A parameter name fit for an error message: printable ASCII, bounded.
@@ -276,7 +279,11 @@ mod tests {
 
     fn basic(id: &str, secret: &str) -> Vec<u8> {
         let raw = format!("{id}:{secret}");
-        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw)).into_bytes()
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(raw)
+        )
+        .into_bytes()
     }
 
     #[test]
@@ -341,13 +348,24 @@ mod tests {
         )
         .unwrap();
         let extra: Vec<_> = request.extra_params().collect();
-        assert_eq!(extra, vec![("aws_client_metadata", "{}"), ("resource", "r")]);
+        assert_eq!(
+            extra,
+            vec![("aws_client_metadata", "{}"), ("resource", "r")]
+        );
     }
 
     #[test]
     fn rejections() {
         let header = basic("c", "s");
-        let cases: Vec<(Option<&[u8]>, Option<&[u8]>, Option<&str>, &[u8], RequestError)> = vec![
+        // (content type, authorization, query, body, expected error)
+        type Case<'a> = (
+            Option<&'a [u8]>,
+            Option<&'a [u8]>,
+            Option<&'a str>,
+            &'a [u8],
+            RequestError,
+        );
+        let cases: Vec<Case<'_>> = vec![
             (
                 Some(b"application/json"),
                 None,
@@ -436,9 +454,13 @@ mod tests {
     #[test]
     fn not_cacheable_cases() {
         let header = basic("c", "s");
-        let code =
-            TokenRequest::parse(FORM, Some(&header), None, b"grant_type=authorization_code&code=x")
-                .unwrap();
+        let code = TokenRequest::parse(
+            FORM,
+            Some(&header),
+            None,
+            b"grant_type=authorization_code&code=x",
+        )
+        .unwrap();
         assert!(!code.is_cacheable());
         let anonymous =
             TokenRequest::parse(FORM, None, None, b"grant_type=client_credentials").unwrap();

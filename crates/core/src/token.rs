@@ -161,9 +161,12 @@ impl fmt::Debug for CachedToken {
 /// (rounded down) or a numeric string, as some providers send.
 fn positive_seconds(value: &Value) -> Option<u64> {
     let seconds = match value {
-        Value::Number(number) => number
-            .as_u64()
-            .or_else(|| number.as_f64().filter(|f| f.is_finite() && *f >= 1.0).map(float_secs)),
+        Value::Number(number) => number.as_u64().or_else(|| {
+            number
+                .as_f64()
+                .filter(|f| f.is_finite() && *f >= 1.0)
+                .map(float_secs)
+        }),
         Value::String(text) => text.trim().parse::<u64>().ok(),
         _ => None,
     }?;
@@ -187,9 +190,11 @@ fn jwt_expiry(token: &str) -> Option<UnixMillis> {
         .ok()?;
     let claims: Value = serde_json::from_slice(&json).ok()?;
     let exp = claims.get("exp")?;
-    let secs = exp
-        .as_u64()
-        .or_else(|| exp.as_f64().filter(|f| f.is_finite() && *f >= 0.0).map(float_secs))?;
+    let secs = exp.as_u64().or_else(|| {
+        exp.as_f64()
+            .filter(|f| f.is_finite() && *f >= 0.0)
+            .map(float_secs)
+    })?;
     Some(UnixMillis(secs.saturating_mul(1000)))
 }
 
@@ -276,7 +281,9 @@ mod tests {
     fn lifetime_variants() {
         assert!(parse(r#"{"access_token":"a","expires_in":"120"}"#).is_ok());
         assert_eq!(
-            parse(r#"{"access_token":"a","expires_in":90.7}"#).unwrap().expires_in(T0),
+            parse(r#"{"access_token":"a","expires_in":90.7}"#)
+                .unwrap()
+                .expires_in(T0),
             90
         );
         for body in [
@@ -294,7 +301,10 @@ mod tests {
     fn unusable_bodies() {
         assert_eq!(parse("not json"), Err(Uncacheable::NotJsonObject));
         assert_eq!(parse("[1]"), Err(Uncacheable::NotJsonObject));
-        assert_eq!(parse(r#"{"expires_in":5}"#), Err(Uncacheable::MissingAccessToken));
+        assert_eq!(
+            parse(r#"{"expires_in":5}"#),
+            Err(Uncacheable::MissingAccessToken)
+        );
         assert_eq!(
             parse(r#"{"access_token":7,"expires_in":5}"#),
             Err(Uncacheable::MissingAccessToken)

@@ -42,7 +42,6 @@ const SHARDS: usize = 64;
 /// small entries.
 const ENTRY_OVERHEAD: usize = 96;
 
-
 type Shard = RwLock<HashMap<CacheKey, Arc<CachedToken>, BuildHasherDefault<KeyHasher>>>;
 
 /// The in-process token store.
@@ -237,7 +236,9 @@ mod tests {
 
     fn token(lifetime_secs: u64) -> Arc<CachedToken> {
         let body = format!(r#"{{"access_token":"tok","expires_in":{lifetime_secs}}}"#);
-        Arc::new(CachedToken::from_response(body.as_bytes(), T0, &FreshnessPolicy::default()).unwrap())
+        Arc::new(
+            CachedToken::from_response(body.as_bytes(), T0, &FreshnessPolicy::default()).unwrap(),
+        )
     }
 
     fn key(n: u32) -> CacheKey {
@@ -286,7 +287,10 @@ mod tests {
         store.insert(key(10), token(7200), later);
         assert!(store.bytes() <= store.max_bytes());
         assert!(store.get(&key(10)).is_some());
-        assert!(store.get(&key(0)).is_none(), "the soonest-ending entry goes first");
+        assert!(
+            store.get(&key(0)).is_none(),
+            "the soonest-ending entry goes first"
+        );
     }
 
     #[test]

@@ -5,8 +5,8 @@ use std::fmt::Write as _;
 
 use axum::body::Body;
 use axum::response::Response;
-use http::header::{self, HeaderName, HeaderValue};
 use http::StatusCode;
+use http::header::{self, HeaderName, HeaderValue};
 use tokencache_core::{CachedToken, UnixMillis};
 use tokencache_upstream::UpstreamResponse;
 

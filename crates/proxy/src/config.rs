@@ -22,7 +22,7 @@ pub struct ProxyConfig {
     pub routes: Vec<RouteConfig>,
     /// When cached tokens are refreshed and stop being served.
     pub freshness: FreshnessPolicy,
-    /// The memory store's budget in bytes. Default 64 MiB (about 100,000
+    /// The memory store's budget in bytes. Default 64 MiB (about 60,000
     /// Cognito tokens).
     pub cache_max_bytes: usize,
     /// The cache-key HMAC key; random per process when `None`, which is
@@ -117,7 +117,10 @@ mod tests {
 
     #[test]
     fn validation() {
-        assert!(matches!(ProxyConfig::new(vec![]).validate(), Err(ConfigError::NoRoutes)));
+        assert!(matches!(
+            ProxyConfig::new(vec![]).validate(),
+            Err(ConfigError::NoRoutes)
+        ));
         assert!(matches!(
             ProxyConfig::new(vec![route("token", "http://a/")]).validate(),
             Err(ConfigError::BadPath(_))
@@ -130,8 +133,10 @@ mod tests {
             ProxyConfig::new(vec![route("/t", "ftp://a/")]).validate(),
             Err(ConfigError::BadUpstream(_))
         ));
-        assert!(ProxyConfig::new(vec![route("/a", "http://a/"), route("/b", "https://b/")])
-            .validate()
-            .is_ok());
+        assert!(
+            ProxyConfig::new(vec![route("/a", "http://a/"), route("/b", "https://b/")])
+                .validate()
+                .is_ok()
+        );
     }
 }

@@ -6,8 +6,8 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use http::HeaderMap;
+use http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tokencache_core::{CacheKey, Freshness, TokenRequest};
 use tokencache_upstream::UpstreamRequest;
@@ -34,7 +34,10 @@ pub(crate) async fn token(State(route): State<Arc<Route>>, request: Request) -> 
     }
 }
 
-async fn answer_token_request(route: &Arc<Route>, request: Request) -> Result<Response, ProxyError> {
+async fn answer_token_request(
+    route: &Arc<Route>,
+    request: Request,
+) -> Result<Response, ProxyError> {
     let shared = &route.shared;
     let (parts, body) = request.into_parts();
     let body = read_body(body, &parts.headers, shared.max_body_bytes).await?;
@@ -51,12 +54,12 @@ async fn answer_token_request(route: &Arc<Route>, request: Request) -> Result<Re
     let key = shared.deriver.derive(&route.path, &parsed);
     let now = shared.clock.now();
     let cached = shared.store.get(&key);
-    if let Some(token) = &cached {
-        if token.freshness(now) == Freshness::Fresh {
-            shared.metrics.request(Outcome::Hit);
-            let ttl = answer::hit_ttl(token, now);
-            return Ok(answer::cached(token, now, CacheStatus::Hit { ttl }));
-        }
+    if let Some(token) = &cached
+        && token.freshness(now) == Freshness::Fresh
+    {
+        shared.metrics.request(Outcome::Hit);
+        let ttl = answer::hit_ttl(token, now);
+        return Ok(answer::cached(token, now, CacheStatus::Hit { ttl }));
     }
     let client_id = parsed.client_id().map(str::to_owned);
     drop(parsed);
@@ -70,7 +73,11 @@ async fn answer_token_request(route: &Arc<Route>, request: Request) -> Result<Re
         Flights::refresh(route, key, now, forward);
         shared.metrics.request(Outcome::Stale);
         let ttl = answer::hit_ttl(&token, now);
-        return Ok(answer::cached(&token, now, CacheStatus::HitRefreshing { ttl }));
+        return Ok(answer::cached(
+            &token,
+            now,
+            CacheStatus::HitRefreshing { ttl },
+        ));
     }
     load(route, key, forward).await
 }
@@ -96,9 +103,11 @@ async fn load(route: &Arc<Route>, key: CacheKey, forward: Forward) -> Result<Res
         Joined::Waiter(load) => (load, false),
     };
     let outcome = load.await;
-    shared
-        .metrics
-        .request(if leader { Outcome::Miss } else { Outcome::Collapsed });
+    shared.metrics.request(if leader {
+        Outcome::Miss
+    } else {
+        Outcome::Collapsed
+    });
     let now = shared.clock.now();
     match &*outcome {
         LoadOutcome::Stored(token) => {

@@ -3,8 +3,12 @@
 
 use std::time::Duration;
 
-use metrics::{Counter, Gauge, Histogram, Key, KeyName, Label, Metadata, Recorder, SharedString, Unit};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+use metrics::{
+    Counter, Gauge, Histogram, Key, KeyName, Label, Metadata, Recorder, SharedString, Unit,
+};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
 
 static METADATA: Metadata<'static> =
     Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
@@ -56,18 +60,22 @@ impl ProxyMetrics {
     pub(crate) fn new() -> Self {
         let recorder = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Full(UPSTREAM_LATENCY.into()), &LATENCY_BUCKETS)
-            .map_or_else(|_| PrometheusBuilder::new(), |builder| builder)
+            // Only an empty bucket list is refused, and this one is not.
+            .unwrap_or_else(|_| PrometheusBuilder::new())
             .build_recorder();
         describe(&recorder);
-        let outcome = |value: &'static str| {
-            counter(&recorder, "tokencache_requests_total", "outcome", value)
-        };
+        let outcome =
+            |value: &'static str| counter(&recorder, "tokencache_requests_total", "outcome", value);
         let upstream = |value: &'static str| {
-            counter(&recorder, "tokencache_upstream_requests_total", "status", value)
+            counter(
+                &recorder,
+                "tokencache_upstream_requests_total",
+                "status",
+                value,
+            )
         };
-        let refresh = |value: &'static str| {
-            counter(&recorder, "tokencache_refreshes_total", "result", value)
-        };
+        let refresh =
+            |value: &'static str| counter(&recorder, "tokencache_refreshes_total", "result", value);
         Self {
             handle: recorder.handle(),
             outcomes: [
@@ -87,7 +95,8 @@ impl ProxyMetrics {
                 .register_histogram(&Key::from_name(UPSTREAM_LATENCY), &METADATA),
             refreshes_ok: refresh("ok"),
             refreshes_failed: refresh("failed"),
-            entries: recorder.register_gauge(&Key::from_name("tokencache_cache_entries"), &METADATA),
+            entries: recorder
+                .register_gauge(&Key::from_name("tokencache_cache_entries"), &METADATA),
             bytes: recorder.register_gauge(&Key::from_name("tokencache_cache_bytes"), &METADATA),
         }
     }

@@ -49,7 +49,10 @@ pub struct Proxy {
 impl std::fmt::Debug for Proxy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Proxy")
-            .field("routes", &self.routes.iter().map(|r| &*r.path).collect::<Vec<_>>())
+            .field(
+                "routes",
+                &self.routes.iter().map(|r| &*r.path).collect::<Vec<_>>(),
+            )
             .field("cached_entries", &self.shared.store.len())
             .finish_non_exhaustive()
     }

@@ -62,7 +62,10 @@ pub async fn serve(
         }
     }
 
-    tracing::info!(grace_secs = grace.as_secs_f64(), "shutting down: draining requests in progress");
+    tracing::info!(
+        grace_secs = grace.as_secs_f64(),
+        "shutting down: draining requests in progress"
+    );
     proxy.set_ready(false);
     let _ = stop_tx.send(true);
     let drained = tokio::time::timeout(grace, async {

@@ -45,7 +45,10 @@ async fn many_sequential_hits_make_one_upstream_call() {
         let (status, cache_status, body) =
             token_of(proxy.token_request("demo-client", "demo-secret", CC).await).await;
         assert_eq!(status, 200);
-        assert!(cache_status.starts_with("tokencache; hit; ttl="), "{cache_status}");
+        assert!(
+            cache_status.starts_with("tokencache; hit; ttl="),
+            "{cache_status}"
+        );
         assert_eq!(body["access_token"], first["access_token"]);
     }
     assert_eq!(idp.idp.token_requests(), 1);
@@ -73,8 +76,16 @@ async fn two_clients_never_get_each_others_token() {
     for _ in 0..3 {
         for client in ["demo-client", "other-client"] {
             let secret = client.replace("-client", "-secret");
-            let (status, _, body) =
-                token_of(proxy.token_request(client, &secret, "grant_type=client_credentials&scope=api/read").await).await;
+            let (status, _, body) = token_of(
+                proxy
+                    .token_request(
+                        client,
+                        &secret,
+                        "grant_type=client_credentials&scope=api/read",
+                    )
+                    .await,
+            )
+            .await;
             assert_eq!(status, 200);
             let claims = decode_claims_unverified(body["access_token"].as_str().unwrap()).unwrap();
             assert_eq!(claims["client_id"], client);
@@ -99,15 +110,24 @@ async fn every_token_shaping_parameter_gets_its_own_token() {
     ];
     let mut tokens = std::collections::HashSet::new();
     for body in bodies {
-        let (status, cache_status, answer) =
-            token_of(proxy.token_request("demo-client", "demo-secret", body).await).await;
+        let (status, cache_status, answer) = token_of(
+            proxy
+                .token_request("demo-client", "demo-secret", body)
+                .await,
+        )
+        .await;
         assert_eq!(status, 200, "{body}: {answer}");
         assert_eq!(cache_status, "tokencache; fwd=miss; stored", "{body}");
         tokens.insert(answer["access_token"].as_str().unwrap().to_owned());
     }
     assert_eq!(tokens.len(), bodies.len());
     // The tenant-b token was issued for tenant b.
-    let (_, _, answer) = token_of(proxy.token_request("demo-client", "demo-secret", bodies[6]).await).await;
+    let (_, _, answer) = token_of(
+        proxy
+            .token_request("demo-client", "demo-secret", bodies[6])
+            .await,
+    )
+    .await;
     let claims = decode_claims_unverified(answer["access_token"].as_str().unwrap()).unwrap();
     assert_eq!(claims["client_metadata"], r#"{"tenant":"b"}"#);
     assert_eq!(idp.idp.token_requests(), bodies.len() as u64);
@@ -118,13 +138,21 @@ async fn scope_order_and_placement_share_one_token() {
     let (idp, proxy, _clock) = setup().await;
     let (_, _, first) = token_of(
         proxy
-            .token_request("demo-client", "demo-secret", "grant_type=client_credentials&scope=api/write+api/read")
+            .token_request(
+                "demo-client",
+                "demo-secret",
+                "grant_type=client_credentials&scope=api/write+api/read",
+            )
             .await,
     )
     .await;
     let (_, cache_status, reordered) = token_of(
         proxy
-            .token_request("demo-client", "demo-secret", "grant_type=client_credentials&scope=api/read%20api/write")
+            .token_request(
+                "demo-client",
+                "demo-secret",
+                "grant_type=client_credentials&scope=api/read%20api/write",
+            )
             .await,
     )
     .await;
@@ -133,7 +161,10 @@ async fn scope_order_and_placement_share_one_token() {
     // Scope in the query string, credentials in the body.
     let response = proxy
         .http
-        .post(format!("{}?scope=api%2Fread+api%2Fwrite", proxy.token_url()))
+        .post(format!(
+            "{}?scope=api%2Fread+api%2Fwrite",
+            proxy.token_url()
+        ))
         .header("content-type", "application/x-www-form-urlencoded")
         .body("grant_type=client_credentials&client_id=demo-client&client_secret=demo-secret")
         .send()
@@ -150,19 +181,31 @@ async fn scope_order_and_placement_share_one_token() {
 async fn a_rotated_secret_is_a_different_key() {
     let clock = ManualClock::starting_now();
     let mut config = MockIdpConfig::default();
-    let idp = MockIdpServer::start_with(MockIdp::with_clock(config.clone(), Arc::new(clock.clone()))).await;
+    let idp =
+        MockIdpServer::start_with(MockIdp::with_clock(config.clone(), Arc::new(clock.clone())))
+            .await;
     let proxy = ProxyServer::start_for(&idp, clock.clone()).await;
-    let (status, _, _) = token_of(proxy.token_request("demo-client", "demo-secret", CC).await).await;
+    let (status, _, _) =
+        token_of(proxy.token_request("demo-client", "demo-secret", CC).await).await;
     assert_eq!(status, 200);
     // The IdP now knows the client by a new secret; the old one fails there
     // but is still cached here, the new one is fetched at once.
     config.clients[0].secret = "rotated-secret".into();
-    let rotated = MockIdpServer::start_with(MockIdp::with_clock(config, Arc::new(clock.clone()))).await;
+    let rotated =
+        MockIdpServer::start_with(MockIdp::with_clock(config, Arc::new(clock.clone()))).await;
     let proxy = ProxyServer::start_for(&rotated, clock.clone()).await;
-    let (status, _, body) = token_of(proxy.token_request("demo-client", "demo-secret", CC).await).await;
-    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_client")));
-    let (status, cache_status, _) =
-        token_of(proxy.token_request("demo-client", "rotated-secret", CC).await).await;
+    let (status, _, body) =
+        token_of(proxy.token_request("demo-client", "demo-secret", CC).await).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_client"))
+    );
+    let (status, cache_status, _) = token_of(
+        proxy
+            .token_request("demo-client", "rotated-secret", CC)
+            .await,
+    )
+    .await;
     assert_eq!(status, 200);
     assert_eq!(cache_status, "tokencache; fwd=miss; stored");
 }
@@ -191,9 +234,16 @@ async fn concurrent_cold_requests_make_one_upstream_request() {
     }
     assert_eq!(idp.idp.token_requests(), 1, "cache statuses: {statuses:?}");
     assert_eq!(tokens.len(), 1);
-    assert_eq!(statuses.get("tokencache; fwd=miss; stored"), Some(&1), "{statuses:?}");
+    assert_eq!(
+        statuses.get("tokencache; fwd=miss; stored"),
+        Some(&1),
+        "{statuses:?}"
+    );
     let metrics = proxy.metrics().await;
-    assert!(metrics.contains(r#"tokencache_upstream_requests_total{status="2xx"} 1"#), "{metrics}");
+    assert!(
+        metrics.contains(r#"tokencache_upstream_requests_total{status="2xx"} 1"#),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
@@ -208,7 +258,10 @@ async fn aging_tokens_are_refreshed_in_the_background_once() {
         let (status, cache_status, body) =
             token_of(proxy.token_request("demo-client", "demo-secret", CC).await).await;
         assert_eq!(status, 200);
-        assert!(cache_status.ends_with("detail=refreshing"), "{cache_status}");
+        assert!(
+            cache_status.ends_with("detail=refreshing"),
+            "{cache_status}"
+        );
         assert_eq!(body["access_token"], first["access_token"]);
         assert_eq!(body["expires_in"], 800);
     }
@@ -217,7 +270,10 @@ async fn aging_tokens_are_refreshed_in_the_background_once() {
     assert_eq!(idp.idp.token_requests(), 2);
     assert_eq!(refreshed["expires_in"], 3600);
     let metrics = proxy.metrics().await;
-    assert!(metrics.contains(r#"tokencache_refreshes_total{result="ok"} 1"#), "{metrics}");
+    assert!(
+        metrics.contains(r#"tokencache_refreshes_total{result="ok"} 1"#),
+        "{metrics}"
+    );
     let stale: u64 = metric_value(&metrics, r#"tokencache_requests_total{outcome="stale"}"#);
     assert!(stale >= 20, "{metrics}");
 }
@@ -225,7 +281,8 @@ async fn aging_tokens_are_refreshed_in_the_background_once() {
 /// Polls (bounded) until the proxy answers with a token other than `old`.
 async fn wait_for_token_change(proxy: &ProxyServer, old: &Value) -> Value {
     for _ in 0..100 {
-        let (_, _, body) = token_of(proxy.token_request("demo-client", "demo-secret", CC).await).await;
+        let (_, _, body) =
+            token_of(proxy.token_request("demo-client", "demo-secret", CC).await).await;
         if body["access_token"] != old["access_token"] {
             return body;
         }
@@ -262,7 +319,8 @@ async fn short_lived_tokens_are_refreshed_ahead_in_real_time() {
     })
     .await;
     let proxy = ProxyServer::start_for(&idp, tokencache_core::SystemClock).await;
-    let (status, _, _) = token_of(proxy.token_request("demo-client", "demo-secret", CC).await).await;
+    let (status, _, _) =
+        token_of(proxy.token_request("demo-client", "demo-secret", CC).await).await;
     assert_eq!(status, 200);
     let mut tokens = std::collections::HashSet::new();
     let mut misses = 0;
@@ -282,9 +340,16 @@ async fn short_lived_tokens_are_refreshed_ahead_in_real_time() {
     // little over 3 s; a miss is possible only if a refresh could not finish
     // within the aging window, which a loopback IdP does.
     assert_eq!(misses, 0);
-    assert!(tokens.len() >= 2, "refreshed at least once: {}", tokens.len());
+    assert!(
+        tokens.len() >= 2,
+        "refreshed at least once: {}",
+        tokens.len()
+    );
     let requests = idp.idp.token_requests();
-    assert!((2..=5).contains(&requests), "{requests} upstream requests in 6 s");
+    assert!(
+        (2..=5).contains(&requests),
+        "{requests} upstream requests in 6 s"
+    );
 }
 
 fn metric_value(metrics: &str, series: &str) -> u64 {

@@ -133,7 +133,11 @@ impl UpstreamClient {
             return Err(UpstreamError::ResponseTooLarge { limit });
         }
         let mut body = BytesMut::new();
-        while let Some(chunk) = response.chunk().await.map_err(UpstreamError::from_reqwest)? {
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(UpstreamError::from_reqwest)?
+        {
             if body.len() + chunk.len() > limit {
                 return Err(UpstreamError::ResponseTooLarge { limit });
             }
@@ -169,13 +173,19 @@ mod tests {
     #[test]
     fn query_is_appended() {
         let url: Url = "https://idp.example/oauth2/token".parse().unwrap();
-        assert_eq!(with_query(&url, None).as_str(), "https://idp.example/oauth2/token");
+        assert_eq!(
+            with_query(&url, None).as_str(),
+            "https://idp.example/oauth2/token"
+        );
         assert_eq!(
             with_query(&url, Some("scope=a%2Fb")).as_str(),
             "https://idp.example/oauth2/token?scope=a%2Fb"
         );
         let with_own: Url = "https://idp.example/t?x=1".parse().unwrap();
-        assert_eq!(with_query(&with_own, Some("y=2")).as_str(), "https://idp.example/t?x=1&y=2");
+        assert_eq!(
+            with_query(&with_own, Some("y=2")).as_str(),
+            "https://idp.example/t?x=1&y=2"
+        );
     }
 
     #[tokio::test]
@@ -187,7 +197,9 @@ mod tests {
             .unwrap()
             .port();
         let client = UpstreamClient::new(&UpstreamConfig::default()).unwrap();
-        let url: Url = format!("http://127.0.0.1:{port}/oauth2/token").parse().unwrap();
+        let url: Url = format!("http://127.0.0.1:{port}/oauth2/token")
+            .parse()
+            .unwrap();
         let error = client
             .send(UpstreamRequest {
                 url: &url,
@@ -208,6 +220,9 @@ mod tests {
             ca_file: Some("/nonexistent/ca.pem".into()),
             ..UpstreamConfig::default()
         };
-        assert!(matches!(UpstreamClient::new(&config), Err(UpstreamError::Config(_))));
+        assert!(matches!(
+            UpstreamClient::new(&config),
+            Err(UpstreamError::Config(_))
+        ));
     }
 }

@@ -1,0 +1,225 @@
+//! The command line: subcommands and flags. Every flag of `serve` can also
+//! come from a `TOKENCACHE_*` environment variable or the config file.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// A caching proxy for OAuth 2.0 token endpoints (Amazon Cognito and
+/// others): apps change only their token URL, and a fleet stops being
+/// throttled by the token endpoint.
+#[derive(Debug, Parser)]
+#[command(name = "tokencache", version, propagate_version = true)]
+pub struct Cli {
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the caching proxy in front of one or more token endpoints.
+    Serve(Box<ServeArgs>),
+    /// Start a mock identity provider and the proxy in front of it on
+    /// loopback, and print a curl command to try it.
+    Demo(DemoArgs),
+    /// Run the mock identity provider alone: a Cognito-shaped token endpoint
+    /// for local development and tests.
+    MockIdp(MockIdpArgs),
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Human,
+    /// One JSON object per line, for log pipelines.
+    Json,
+}
+
+/// Logging flags, shared by every subcommand.
+#[derive(Debug, Clone, Args)]
+pub struct LogArgs {
+    /// Log format [default: human].
+    #[arg(long, env = "TOKENCACHE_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+
+    /// Log filter, in `tracing` syntax: a level (`info`, `debug`) or
+    /// per-module directives (`info,tokencache_proxy=debug`)
+    /// [default: info].
+    #[arg(long, env = "TOKENCACHE_LOG")]
+    pub log: Option<String>,
+}
+
+/// `tokencache serve`. A flag overrides its environment variable, which
+/// overrides the config file, which overrides the default.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// A TOML config file; may declare several routes (see the README).
+    #[arg(long, short = 'c', env = "TOKENCACHE_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Address to serve token requests on [default: 127.0.0.1:8080].
+    #[arg(long, env = "TOKENCACHE_LISTEN")]
+    pub listen: Option<SocketAddr>,
+
+    /// Address of the admin listener: /metrics, /healthz, /readyz, /purge
+    /// [default: 127.0.0.1:9090]. Keep it off the public network.
+    #[arg(long, env = "TOKENCACHE_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
+
+    /// The upstream token endpoint, e.g.
+    /// https://<domain>.auth.<region>.amazoncognito.com/oauth2/token.
+    /// Defines the route at --path; the config file can declare more.
+    #[arg(long, env = "TOKENCACHE_UPSTREAM")]
+    pub upstream: Option<String>,
+
+    /// The path the --upstream route answers on [default: /oauth2/token].
+    #[arg(long, env = "TOKENCACHE_PATH")]
+    pub path: Option<String>,
+
+    /// Share of a token's lifetime after which it is refreshed in the
+    /// background [default: 0.75].
+    #[arg(long, env = "TOKENCACHE_REFRESH_AT")]
+    pub refresh_at: Option<f64>,
+
+    /// How long before its end a token stops being served: a share of its
+    /// lifetime (`10%`) or a duration (`5m`, `30s`) [default: 10%].
+    #[arg(long, env = "TOKENCACHE_MIN_REMAINING")]
+    pub min_remaining: Option<String>,
+
+    /// Memory budget of the token cache: bytes, or with a unit
+    /// (`64MiB`, `512KiB`, `1GiB`) [default: 64MiB].
+    #[arg(long, env = "TOKENCACHE_CACHE_MAX_BYTES")]
+    pub cache_max_bytes: Option<String>,
+
+    /// File holding the cache-key HMAC key (32 bytes, raw or base64).
+    /// Without it (and without TOKENCACHE_HMAC_KEY) the key is random per
+    /// process, which suits the memory store.
+    #[arg(long, env = "TOKENCACHE_HMAC_KEY_FILE")]
+    pub hmac_key_file: Option<PathBuf>,
+
+    /// Time allowed to connect to the upstream [default: 5s].
+    #[arg(long, env = "TOKENCACHE_CONNECT_TIMEOUT")]
+    pub connect_timeout: Option<humantime::Duration>,
+
+    /// Time allowed for a whole upstream exchange [default: 10s].
+    #[arg(long, env = "TOKENCACHE_REQUEST_TIMEOUT")]
+    pub request_timeout: Option<humantime::Duration>,
+
+    /// PEM file of extra root certificates for the upstream (a private
+    /// identity provider).
+    #[arg(long, env = "TOKENCACHE_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+
+    /// Largest token request body accepted, in bytes [default: 16KiB].
+    #[arg(long, env = "TOKENCACHE_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<String>,
+
+    /// On SIGTERM/SIGINT, how long requests in progress may take to finish
+    /// [default: 10s].
+    #[arg(long, env = "TOKENCACHE_SHUTDOWN_GRACE")]
+    pub shutdown_grace: Option<humantime::Duration>,
+
+    /// Logging.
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+/// `tokencache demo`.
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// Address of the proxy; a busy default port falls back to a free one.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Address of the proxy's admin listener.
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    pub admin_listen: SocketAddr,
+
+    /// Address of the mock identity provider.
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    pub idp_listen: SocketAddr,
+
+    /// Lifetime of the mock IdP's tokens, in seconds.
+    #[arg(long, default_value_t = 3600)]
+    pub token_lifetime: u64,
+
+    /// Added latency of the mock IdP, in milliseconds, to make the
+    /// difference between a miss and a hit visible.
+    #[arg(long, default_value_t = 50)]
+    pub idp_latency: u64,
+
+    /// Logging.
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+/// `tokencache mock-idp`.
+#[derive(Debug, Clone, Args)]
+pub struct MockIdpArgs {
+    /// Address to listen on.
+    #[arg(
+        long,
+        env = "TOKENCACHE_MOCK_IDP_LISTEN",
+        default_value = "127.0.0.1:8081"
+    )]
+    pub listen: SocketAddr,
+
+    /// Lifetime of issued access tokens, in seconds.
+    #[arg(long, default_value_t = 3600)]
+    pub token_lifetime: u64,
+
+    /// Added latency before each token answer, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub latency: u64,
+
+    /// TOML file of clients (`[[clients]] id, secret, scopes`); without it,
+    /// the demo clients demo-client/demo-secret and other-client/other-secret.
+    #[arg(long)]
+    pub clients: Option<PathBuf>,
+
+    /// Logging.
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn serve_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "tokencache",
+            "serve",
+            "--listen",
+            "127.0.0.1:1",
+            "--upstream",
+            "https://idp.example/oauth2/token",
+            "--min-remaining",
+            "30s",
+            "--request-timeout",
+            "2s",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve");
+        };
+        assert_eq!(args.listen, Some("127.0.0.1:1".parse().unwrap()));
+        assert_eq!(args.min_remaining.as_deref(), Some("30s"));
+        assert_eq!(
+            args.request_timeout.map(Into::into),
+            Some(std::time::Duration::from_secs(2))
+        );
+    }
+}

@@ -1,0 +1,541 @@
+//! Resolving `serve`'s settings: flag, then environment variable, then
+//! config file, then default.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use base64::Engine as _;
+use serde::Deserialize;
+use tokencache_core::{FreshnessPolicy, HmacKey, MinRemaining};
+use tokencache_proxy::{ProxyConfig, RouteConfig};
+
+use crate::cli::{LogArgs, LogFormat, ServeArgs};
+
+/// The environment variable holding the cache-key HMAC key (base64).
+pub const HMAC_KEY_VAR: &str = "TOKENCACHE_HMAC_KEY";
+
+/// Reads environment variables; tests pass a map instead of touching the
+/// process environment.
+pub trait Environment {
+    /// The variable's value, if set and Unicode.
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment.
+#[derive(Debug, Clone, Copy)]
+pub struct ProcessEnvironment;
+
+impl Environment for ProcessEnvironment {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+impl Environment for HashMap<String, String> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.get(name).cloned()
+    }
+}
+
+/// A configuration `serve` cannot start with (exit code 64).
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// The config file could not be read.
+    #[error("reading config file {path}: {source}")]
+    ReadFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The config file is not valid.
+    #[error("config file {path}: {message}")]
+    ParseFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with its place.
+        message: String,
+    },
+    /// A setting has an unusable value.
+    #[error("{setting}: {message}")]
+    Invalid {
+        /// The setting's name.
+        setting: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// The proxy rejected the assembled configuration.
+    #[error(transparent)]
+    Proxy(#[from] tokencache_proxy::ConfigError),
+}
+
+fn invalid(setting: &'static str, message: impl Into<String>) -> SettingsError {
+    SettingsError::Invalid {
+        setting,
+        message: message.into(),
+    }
+}
+
+/// The config file (`--config`), every field optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    listen: Option<SocketAddr>,
+    admin_listen: Option<SocketAddr>,
+    refresh_at: Option<f64>,
+    min_remaining: Option<String>,
+    cache_max_bytes: Option<ByteSize>,
+    max_body_bytes: Option<ByteSize>,
+    hmac_key_file: Option<PathBuf>,
+    shutdown_grace: Option<String>,
+    log_format: Option<LogFormat>,
+    log: Option<String>,
+    #[serde(default)]
+    upstream: FileUpstream,
+    #[serde(default)]
+    routes: Vec<FileRoute>,
+}
+
+/// `[upstream]`: how token endpoints are reached.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileUpstream {
+    connect_timeout: Option<String>,
+    request_timeout: Option<String>,
+    ca_file: Option<PathBuf>,
+}
+
+/// `[[routes]]`: a path and the token endpoint behind it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRoute {
+    path: String,
+    upstream: String,
+}
+
+/// A size written as a number of bytes or a string with a unit.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum ByteSize {
+    Bytes(u64),
+    Text(String),
+}
+
+impl FileConfig {
+    /// Reads and parses a config file.
+    ///
+    /// # Errors
+    /// [`SettingsError`] when it cannot be read or is not valid.
+    pub fn load(path: &Path) -> Result<Self, SettingsError> {
+        let text = std::fs::read_to_string(path).map_err(|source| SettingsError::ReadFile {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    fn parse(text: &str, path: &Path) -> Result<Self, SettingsError> {
+        toml::from_str(text).map_err(|error| SettingsError::ParseFile {
+            path: path.to_owned(),
+            message: error.to_string(),
+        })
+    }
+}
+
+/// Everything `serve` runs with.
+#[derive(Debug)]
+pub struct ServeSettings {
+    /// The token listener.
+    pub listen: SocketAddr,
+    /// The admin listener.
+    pub admin_listen: SocketAddr,
+    /// The proxy.
+    pub proxy: ProxyConfig,
+    /// Drain time on shutdown.
+    pub shutdown_grace: Duration,
+    /// Logging.
+    pub log: LogArgs,
+}
+
+impl ServeSettings {
+    /// Merges flags (with their environment variables, which clap has
+    /// read), the config file and defaults.
+    ///
+    /// # Errors
+    /// [`SettingsError`] for the first unusable setting.
+    pub fn resolve(
+        args: ServeArgs,
+        file: FileConfig,
+        env: &impl Environment,
+    ) -> Result<Self, SettingsError> {
+        let mut routes: Vec<RouteConfig> = file
+            .routes
+            .into_iter()
+            .map(|route| route_config(route.path, &route.upstream))
+            .collect::<Result<_, _>>()?;
+        if let Some(upstream) = &args.upstream {
+            let path = args.path.clone().unwrap_or_else(|| "/oauth2/token".into());
+            // The flag's route replaces a file route on the same path.
+            routes.retain(|route| route.path != path);
+            routes.insert(0, route_config(path, upstream)?);
+        } else if args.path.is_some() {
+            return Err(invalid("--path", "needs --upstream"));
+        }
+
+        let refresh_at = args.refresh_at.or(file.refresh_at).unwrap_or(0.75);
+        let min_remaining = match args.min_remaining.or(file.min_remaining) {
+            Some(text) => parse_min_remaining(&text)?,
+            None => MinRemaining::Fraction(0.10),
+        };
+        let freshness = FreshnessPolicy::new(refresh_at, min_remaining)
+            .map_err(|error| invalid("refresh-at/min-remaining", error.to_string()))?;
+
+        let mut proxy = ProxyConfig::new(routes);
+        proxy.freshness = freshness;
+        if let Some(size) = args
+            .cache_max_bytes
+            .map(ByteSize::Text)
+            .or(file.cache_max_bytes)
+        {
+            proxy.cache_max_bytes = size.bytes("cache-max-bytes")?;
+        }
+        if let Some(size) = args
+            .max_body_bytes
+            .map(ByteSize::Text)
+            .or(file.max_body_bytes)
+        {
+            proxy.max_body_bytes = size.bytes("max-body-bytes")?;
+        }
+        proxy.hmac_key = hmac_key(args.hmac_key_file.or(file.hmac_key_file), env)?;
+        if let Some(timeout) = duration_setting(
+            "connect-timeout",
+            args.connect_timeout,
+            file.upstream.connect_timeout,
+        )? {
+            proxy.upstream.connect_timeout = timeout;
+        }
+        if let Some(timeout) = duration_setting(
+            "request-timeout",
+            args.request_timeout,
+            file.upstream.request_timeout,
+        )? {
+            proxy.upstream.request_timeout = timeout;
+        }
+        proxy.upstream.ca_file = args.ca_file.or(file.upstream.ca_file);
+        proxy.validate()?;
+
+        Ok(Self {
+            listen: args
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            admin_listen: args
+                .admin_listen
+                .or(file.admin_listen)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9090))),
+            proxy,
+            shutdown_grace: duration_setting(
+                "shutdown-grace",
+                args.shutdown_grace,
+                file.shutdown_grace,
+            )?
+            .unwrap_or(Duration::from_secs(10)),
+            log: LogArgs {
+                log_format: args.log.log_format.or(file.log_format),
+                log: args.log.log.or(file.log),
+            },
+        })
+    }
+}
+
+fn route_config(path: String, upstream: &str) -> Result<RouteConfig, SettingsError> {
+    let upstream = upstream
+        .parse()
+        .map_err(|error| invalid("upstream", format!("`{upstream}` is not a URL: {error}")))?;
+    Ok(RouteConfig { path, upstream })
+}
+
+fn duration_setting(
+    setting: &'static str,
+    flag: Option<humantime::Duration>,
+    file: Option<String>,
+) -> Result<Option<Duration>, SettingsError> {
+    if let Some(duration) = flag {
+        return Ok(Some(duration.into()));
+    }
+    file.map(|text| {
+        humantime::parse_duration(&text)
+            .map_err(|error| invalid(setting, format!("`{text}`: {error}")))
+    })
+    .transpose()
+}
+
+/// `10%` or a duration such as `30s`.
+fn parse_min_remaining(text: &str) -> Result<MinRemaining, SettingsError> {
+    let text = text.trim();
+    if let Some(percent) = text.strip_suffix('%') {
+        let value: f64 = percent
+            .trim()
+            .parse()
+            .map_err(|_| invalid("min-remaining", format!("`{text}` is not a percentage")))?;
+        return Ok(MinRemaining::Fraction(value / 100.0));
+    }
+    humantime::parse_duration(text)
+        .map(MinRemaining::Duration)
+        .map_err(|_| {
+            invalid(
+                "min-remaining",
+                format!("`{text}` is neither a percentage (10%) nor a duration (30s)"),
+            )
+        })
+}
+
+impl ByteSize {
+    fn bytes(self, setting: &'static str) -> Result<usize, SettingsError> {
+        let bytes = match self {
+            Self::Bytes(bytes) => bytes,
+            Self::Text(text) => parse_byte_size(&text)
+                .ok_or_else(|| invalid(setting, format!("`{text}` is not a size such as 64MiB")))?,
+        };
+        usize::try_from(bytes).map_err(|_| invalid(setting, "too large"))
+    }
+}
+
+/// `1048576`, `512KiB`, `64MiB`, `1GiB` (also `K`, `M`, `G`, `KB`, `MB`,
+/// `GB` as powers of 1024, which is what a memory budget means).
+fn parse_byte_size(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().ok()?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        _ => return None,
+    };
+    number.checked_mul(1 << shift)
+}
+
+/// The HMAC key from a file (raw 32 bytes or base64) or the environment
+/// (base64); `None` for a random per-process key.
+fn hmac_key(
+    file: Option<PathBuf>,
+    env: &impl Environment,
+) -> Result<Option<HmacKey>, SettingsError> {
+    let bytes = if let Some(path) = file {
+        let raw = std::fs::read(&path)
+            .map_err(|error| invalid("hmac-key-file", format!("{}: {error}", path.display())))?;
+        if raw.len() == 32 {
+            raw
+        } else {
+            decode_base64_key(String::from_utf8_lossy(&raw).trim(), "hmac-key-file")?
+        }
+    } else if let Some(text) = env.var(HMAC_KEY_VAR) {
+        decode_base64_key(text.trim(), HMAC_KEY_VAR)?
+    } else {
+        return Ok(None);
+    };
+    let bytes: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| invalid("hmac key", "must be exactly 32 bytes"))?;
+    Ok(Some(HmacKey::from_bytes(bytes)))
+}
+
+fn decode_base64_key(text: &str, setting: &'static str) -> Result<Vec<u8>, SettingsError> {
+    // The message never echoes the value: it is a secret.
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .map_err(|_| invalid(setting, "is not base64 (expected 32 bytes, base64-encoded)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    use crate::cli::{Cli, Command};
+
+    fn serve_args(args: &[&str]) -> ServeArgs {
+        let mut argv = vec!["tokencache", "serve"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Serve(args) => *args,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn no_env() -> HashMap<String, String> {
+        HashMap::new()
+    }
+
+    fn file(text: &str) -> FileConfig {
+        FileConfig::parse(text, Path::new("test.toml")).unwrap()
+    }
+
+    #[test]
+    fn defaults_with_one_upstream() {
+        let settings = ServeSettings::resolve(
+            serve_args(&["--upstream", "https://idp.example/oauth2/token"]),
+            FileConfig::default(),
+            &no_env(),
+        )
+        .unwrap();
+        assert_eq!(settings.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(settings.admin_listen, "127.0.0.1:9090".parse().unwrap());
+        assert_eq!(settings.proxy.routes.len(), 1);
+        assert_eq!(settings.proxy.routes[0].path, "/oauth2/token");
+        assert_eq!(settings.proxy.freshness, FreshnessPolicy::default());
+        assert_eq!(settings.proxy.cache_max_bytes, 64 << 20);
+        assert_eq!(settings.shutdown_grace, Duration::from_secs(10));
+        assert!(settings.proxy.hmac_key.is_none());
+    }
+
+    #[test]
+    fn file_routes_and_flag_precedence() {
+        let config = file(
+            r#"
+            listen = "127.0.0.1:7000"
+            refresh_at = 0.5
+            min_remaining = "2m"
+            cache_max_bytes = "1MiB"
+            shutdown_grace = "3s"
+            [upstream]
+            request_timeout = "4s"
+            [[routes]]
+            path = "/pool-a/oauth2/token"
+            upstream = "https://a.example/oauth2/token"
+            [[routes]]
+            path = "/pool-b/oauth2/token"
+            upstream = "https://b.example/oauth2/token"
+            "#,
+        );
+        let settings = ServeSettings::resolve(
+            serve_args(&["--listen", "127.0.0.1:7001", "--refresh-at", "0.6"]),
+            config,
+            &no_env(),
+        )
+        .unwrap();
+        assert_eq!(settings.listen, "127.0.0.1:7001".parse().unwrap());
+        let paths: Vec<_> = settings
+            .proxy
+            .routes
+            .iter()
+            .map(|r| r.path.as_str())
+            .collect();
+        assert_eq!(paths, ["/pool-a/oauth2/token", "/pool-b/oauth2/token"]);
+        assert!((settings.proxy.freshness.refresh_at() - 0.6).abs() < f64::EPSILON);
+        assert_eq!(
+            settings.proxy.freshness.min_remaining(),
+            MinRemaining::Duration(Duration::from_secs(120))
+        );
+        assert_eq!(settings.proxy.cache_max_bytes, 1 << 20);
+        assert_eq!(
+            settings.proxy.upstream.request_timeout,
+            Duration::from_secs(4)
+        );
+        assert_eq!(settings.shutdown_grace, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn flag_route_replaces_file_route_on_same_path() {
+        let config = file(
+            r#"
+            [[routes]]
+            path = "/oauth2/token"
+            upstream = "https://file.example/oauth2/token"
+            "#,
+        );
+        let settings = ServeSettings::resolve(
+            serve_args(&["--upstream", "https://flag.example/oauth2/token"]),
+            config,
+            &no_env(),
+        )
+        .unwrap();
+        assert_eq!(settings.proxy.routes.len(), 1);
+        assert_eq!(
+            settings.proxy.routes[0].upstream.host_str(),
+            Some("flag.example")
+        );
+    }
+
+    #[test]
+    fn hmac_key_from_environment() {
+        let mut env = no_env();
+        env.insert(
+            HMAC_KEY_VAR.into(),
+            base64::engine::general_purpose::STANDARD.encode([7u8; 32]),
+        );
+        let settings = ServeSettings::resolve(
+            serve_args(&["--upstream", "https://idp.example/t"]),
+            FileConfig::default(),
+            &env,
+        )
+        .unwrap();
+        assert_eq!(settings.proxy.hmac_key.unwrap().secret(), &[7u8; 32]);
+        env.insert(HMAC_KEY_VAR.into(), "c2hvcnQ=".into());
+        let error = ServeSettings::resolve(
+            serve_args(&["--upstream", "https://idp.example/t"]),
+            FileConfig::default(),
+            &env,
+        )
+        .unwrap_err();
+        assert!(error.to_string().contains("32 bytes"), "{error}");
+        assert!(!error.to_string().contains("c2hvcnQ"));
+    }
+
+    #[test]
+    fn rejections() {
+        let cases: [(&[&str], &str); 6] = [
+            (&[], "no route"),
+            (&["--path", "/x"], "needs --upstream"),
+            (&["--upstream", "not a url"], "not a URL"),
+            (
+                &["--upstream", "https://i/t", "--refresh-at", "1.5"],
+                "refresh-at",
+            ),
+            (
+                &["--upstream", "https://i/t", "--min-remaining", "lots"],
+                "min-remaining",
+            ),
+            (
+                &["--upstream", "https://i/t", "--cache-max-bytes", "12XB"],
+                "cache-max-bytes",
+            ),
+        ];
+        for (args, expected) in cases {
+            let error = ServeSettings::resolve(serve_args(args), FileConfig::default(), &no_env())
+                .unwrap_err();
+            assert!(error.to_string().contains(expected), "{args:?}: {error}");
+        }
+        assert!(FileConfig::parse("listen = 5", Path::new("x.toml")).is_err());
+        assert!(FileConfig::parse("unknown_setting = 1", Path::new("x.toml")).is_err());
+    }
+
+    #[test]
+    fn byte_sizes() {
+        assert_eq!(parse_byte_size("1024"), Some(1024));
+        assert_eq!(parse_byte_size("16KiB"), Some(16 << 10));
+        assert_eq!(parse_byte_size("64 MiB"), Some(64 << 20));
+        assert_eq!(parse_byte_size("1g"), Some(1 << 30));
+        assert_eq!(parse_byte_size("MiB"), None);
+        assert_eq!(parse_byte_size("-1"), None);
+    }
+
+    #[test]
+    fn min_remaining_forms() {
+        assert_eq!(
+            parse_min_remaining("10%").unwrap(),
+            MinRemaining::Fraction(0.1)
+        );
+        assert_eq!(
+            parse_min_remaining("90s").unwrap(),
+            MinRemaining::Duration(Duration::from_secs(90))
+        );
+    }
+}

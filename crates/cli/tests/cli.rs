@@ -1,0 +1,335 @@
+//! The `tokencache` binary end to end: settings from flags, environment
+//! and file; the demo; the mock IdP; exit codes and graceful shutdown.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+// Waiting on child processes is bounded by real time.
+#![allow(clippy::disallowed_methods)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_tokencache");
+
+/// A child process whose stderr (JSON log lines) is read on a thread.
+struct Running {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Running {
+    fn start(command: &mut Command) -> Self {
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, lines) = mpsc::channel();
+        for stream in [
+            Box::new(child.stderr.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stdout.take().unwrap()),
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        Self {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The first output line containing `needle` (bounded wait).
+    fn wait_for_line(&mut self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
+                self.seen.push(line.clone());
+                if line.contains(needle) {
+                    return line;
+                }
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "exited with {status} before `{needle}`; output: {:#?}",
+                    self.seen
+                );
+            }
+        }
+        panic!("no `{needle}` within 30 s; output: {:#?}", self.seen);
+    }
+
+    fn terminate(mut self) -> (i32, Vec<String>) {
+        let pid = self.child.id().to_string();
+        let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(killed.success());
+        let status = wait_with_timeout(&mut self.child, Duration::from_secs(20));
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(100)) {
+            self.seen.push(line);
+        }
+        (status, std::mem::take(&mut self.seen))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_with_timeout(child: &mut Child, timeout: Duration) -> i32 {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code().unwrap_or(-1);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "did not exit within {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A field of the JSON log line containing `message`.
+fn log_field(line: &str, field: &str) -> String {
+    let json: Value = serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}"));
+    json[field]
+        .as_str()
+        .unwrap_or_else(|| panic!("no {field} in {line}"))
+        .to_owned()
+}
+
+fn start_mock_idp() -> (Running, String) {
+    let mut idp = Running::start(Command::new(BIN).args([
+        "mock-idp",
+        "--listen",
+        "127.0.0.1:0",
+        "--log-format",
+        "json",
+    ]));
+    let line = idp.wait_for_line("mock IdP serving");
+    let url = log_field(&line, "token_url");
+    (idp, url)
+}
+
+async fn post_token(url: &str, secret: &str) -> (u16, String, Value) {
+    let response = reqwest::Client::new()
+        .post(url)
+        .basic_auth("demo-client", Some(secret))
+        .form(&[("grant_type", "client_credentials"), ("scope", "api/read")])
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let cache_status = response.headers()["cache-status"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    (status, cache_status, response.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn serve_from_environment_caches_and_shuts_down_cleanly() {
+    let (_idp, idp_url) = start_mock_idp();
+    let mut proxy = Running::start(
+        Command::new(BIN)
+            .arg("serve")
+            .env("TOKENCACHE_LISTEN", "127.0.0.1:0")
+            .env("TOKENCACHE_ADMIN_LISTEN", "127.0.0.1:0")
+            .env("TOKENCACHE_UPSTREAM", &idp_url)
+            .env("TOKENCACHE_LOG_FORMAT", "json")
+            .env("TOKENCACHE_LOG", "debug"),
+    );
+    let line = proxy.wait_for_line("tokencache serving");
+    let listen = log_field(&line, "listen");
+    let admin = log_field(&line, "admin");
+    let url = format!("http://{listen}/oauth2/token");
+
+    let (status, cache_status, first) = post_token(&url, "demo-secret").await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(cache_status, "tokencache; fwd=miss; stored");
+    let (_, cache_status, second) = post_token(&url, "demo-secret").await;
+    assert!(
+        cache_status.starts_with("tokencache; hit"),
+        "{cache_status}"
+    );
+    assert_eq!(first["access_token"], second["access_token"]);
+    let (status, _, error) = post_token(&url, "wrong-secret-value").await;
+    assert_eq!(
+        (status, error["error"].as_str()),
+        (400, Some("invalid_client"))
+    );
+
+    let health = reqwest::get(format!("http://{admin}/healthz"))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    let ready = reqwest::get(format!("http://{admin}/readyz"))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+
+    let (code, output) = proxy.terminate();
+    assert_eq!(code, 0, "{output:#?}");
+    let all = output.join("\n");
+    assert!(all.contains("shut down cleanly"), "{all}");
+    // Nothing secret in the logs, even at debug level.
+    let token = first["access_token"].as_str().unwrap();
+    for secret in ["demo-secret", "wrong-secret-value", token] {
+        assert!(!all.contains(secret), "the log holds a secret: {all}");
+    }
+    assert!(
+        !all.contains("ZGVtby1jbGllbnQ6"),
+        "the log holds a Basic header: {all}"
+    );
+}
+
+#[tokio::test]
+async fn config_file_declares_several_routes() {
+    let (_idp, idp_url) = start_mock_idp();
+    let dir = std::env::temp_dir().join(format!("tokencache-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("tokencache.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+log_format = "json"
+refresh_at = 0.5
+
+[[routes]]
+path = "/pool-a/oauth2/token"
+upstream = "{idp_url}"
+
+[[routes]]
+path = "/pool-b/oauth2/token"
+upstream = "{idp_url}"
+"#
+        ),
+    )
+    .unwrap();
+    let mut proxy = Running::start(Command::new(BIN).args(["serve", "--config"]).arg(&config));
+    let line = proxy.wait_for_line("tokencache serving");
+    let listen = log_field(&line, "listen");
+
+    let (status, _, a) = post_token(
+        &format!("http://{listen}/pool-a/oauth2/token"),
+        "demo-secret",
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, cache_status, b) = post_token(
+        &format!("http://{listen}/pool-b/oauth2/token"),
+        "demo-secret",
+    )
+    .await;
+    assert_eq!(status, 200);
+    // Another route is another identity provider: its own key, its own token.
+    assert_eq!(cache_status, "tokencache; fwd=miss; stored");
+    assert_ne!(a["access_token"], b["access_token"]);
+    let missing = reqwest::Client::new()
+        .post(format!("http://{listen}/oauth2/token"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    let (code, _) = proxy.terminate();
+    assert_eq!(code, 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn unusable_configuration_exits_64() {
+    for args in [
+        vec!["serve"],
+        vec!["serve", "--upstream", "not a url"],
+        vec![
+            "serve",
+            "--upstream",
+            "http://127.0.0.1:1/t",
+            "--refresh-at",
+            "2",
+        ],
+        vec!["serve", "--config", "/nonexistent/tokencache.toml"],
+    ] {
+        let output = Command::new(BIN).args(&args).output().unwrap();
+        assert_eq!(output.status.code(), Some(64), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("invalid configuration"),
+            "{args:?}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn help_explains_every_flag() {
+    let output = Command::new(BIN)
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    for flag in [
+        "--listen",
+        "--admin-listen",
+        "--upstream",
+        "--config",
+        "--refresh-at",
+        "--min-remaining",
+        "--cache-max-bytes",
+        "--log-format",
+        "TOKENCACHE_UPSTREAM",
+    ] {
+        assert!(help.contains(flag), "serve --help lacks {flag}:\n{help}");
+    }
+    for command in [
+        vec!["--help"],
+        vec!["demo", "--help"],
+        vec!["mock-idp", "--help"],
+    ] {
+        let output = Command::new(BIN).args(&command).output().unwrap();
+        assert!(output.status.success(), "{command:?}");
+    }
+}
+
+#[tokio::test]
+async fn demo_prints_a_curl_that_works_twice() {
+    let mut demo = Running::start(Command::new(BIN).args([
+        "demo",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--idp-listen",
+        "127.0.0.1:0",
+        "--idp-latency",
+        "0",
+    ]));
+    let curl = demo.wait_for_line("curl -s");
+    let url = curl.split_whitespace().last().unwrap().to_owned();
+    assert!(url.starts_with("http://127.0.0.1:"), "{curl}");
+    let (status, first, _) = post_token(&url, "demo-secret").await;
+    assert_eq!(
+        (status, first.as_str()),
+        (200, "tokencache; fwd=miss; stored")
+    );
+    let (status, second, _) = post_token(&url, "demo-secret").await;
+    assert_eq!(status, 200);
+    assert!(second.starts_with("tokencache; hit"), "{second}");
+    let (code, _) = demo.terminate();
+    assert_eq!(code, 0);
+}
