@@ -131,7 +131,8 @@ pub struct ProxyServer {
     /// A client for the tests' requests (no pooling surprises: one per
     /// server).
     pub http: reqwest::Client,
-    _stop: oneshot::Sender<()>,
+    stop: oneshot::Sender<()>,
+    served: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
 impl ProxyServer {
@@ -140,27 +141,50 @@ impl ProxyServer {
     /// # Panics
     /// If the configuration is invalid.
     pub async fn start(config: ProxyConfig, clock: impl Clock) -> Self {
+        Self::start_with_grace(config, clock, Duration::from_secs(1)).await
+    }
+
+    /// Starts a proxy that drains for at most `grace` on shutdown.
+    ///
+    /// # Panics
+    /// If the configuration is invalid.
+    pub async fn start_with_grace(config: ProxyConfig, clock: impl Clock, grace: Duration) -> Self {
         let proxy = Proxy::new(config, Arc::new(clock))
             .unwrap_or_else(|error| panic!("invalid proxy configuration: {error}"));
         let (listener, addr) = bind_loopback().await;
         let (admin, admin_addr) = bind_loopback().await;
         let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(tokencache_proxy::serve(
+        let served = tokio::spawn(tokencache_proxy::serve(
             proxy.clone(),
             listener,
             Some(admin),
             async move {
                 let _ = stopped.await;
             },
-            Duration::from_secs(1),
+            grace,
         ));
         Self {
             proxy,
             addr,
             admin_addr,
             http: reqwest::Client::new(),
-            _stop: stop,
+            stop,
+            served,
         }
+    }
+
+    /// Signals shutdown and waits for the server to drain and stop.
+    ///
+    /// # Errors
+    /// What `serve` returned.
+    ///
+    /// # Panics
+    /// If the server task panicked.
+    pub async fn shutdown(self) -> std::io::Result<()> {
+        let _ = self.stop.send(());
+        self.served
+            .await
+            .unwrap_or_else(|error| panic!("the proxy task failed: {error}"))
     }
 
     /// Starts a proxy with defaults and one route, `/oauth2/token`, in

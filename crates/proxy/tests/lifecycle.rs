@@ -1,0 +1,151 @@
+//! End-to-end: callers that go away, graceful shutdown, the admin listener.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokencache_mock_idp::{MockIdp, MockIdpConfig};
+use tokencache_test_support::{ManualClock, MockIdpServer, ProxyServer};
+
+const CC: &str = "grant_type=client_credentials";
+
+async fn setup(latency: Duration, grace: Duration) -> (MockIdpServer, ProxyServer) {
+    let clock = ManualClock::starting_now();
+    let idp = MockIdpServer::start_with(MockIdp::with_clock(
+        MockIdpConfig {
+            latency,
+            ..MockIdpConfig::default()
+        },
+        Arc::new(clock.clone()),
+    ))
+    .await;
+    let config = ProxyServer::config_for(&idp);
+    let proxy = ProxyServer::start_with_grace(config, clock, grace).await;
+    (idp, proxy)
+}
+
+#[tokio::test]
+async fn a_caller_that_goes_away_does_not_cancel_the_fetch_for_others() {
+    let (idp, proxy) = setup(Duration::from_millis(400), Duration::from_secs(1)).await;
+    let proxy = Arc::new(proxy);
+    // The first caller gives up after 100 ms, mid-fetch.
+    let impatient = tokio::time::timeout(
+        Duration::from_millis(100),
+        proxy.token_request("demo-client", "demo-secret", CC),
+    )
+    .await;
+    assert!(impatient.is_err(), "the fetch should still be running");
+    // The next caller joins the fetch the first one started.
+    let answer = proxy.token_request("demo-client", "demo-secret", CC).await;
+    assert_eq!(answer.status(), 200);
+    assert_eq!(
+        answer.headers()["cache-status"],
+        "tokencache; fwd=miss; collapsed"
+    );
+    assert_eq!(idp.idp.token_requests(), 1);
+}
+
+#[tokio::test]
+async fn shutdown_lets_requests_in_progress_finish() {
+    let (idp, proxy) = setup(Duration::from_millis(500), Duration::from_secs(5)).await;
+    let http = proxy.http.clone();
+    let url = proxy.token_url();
+    let in_flight = tokio::spawn(async move {
+        http.post(url)
+            .basic_auth("demo-client", Some("demo-secret"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(CC)
+            .send()
+            .await
+    });
+    // Wait (bounded) until the request has reached the IdP, then shut down.
+    for _ in 0..100 {
+        if idp.idp.token_requests() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(idp.idp.token_requests(), 1);
+    let addr = proxy.addr;
+    proxy.shutdown().await.unwrap();
+    let answer = in_flight.await.unwrap().unwrap();
+    assert_eq!(answer.status(), 200);
+    // New connections are refused once the server has stopped.
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}
+
+#[tokio::test]
+async fn shutdown_gives_up_after_the_grace_period() {
+    let (_idp, proxy) = setup(Duration::from_secs(30), Duration::from_millis(300)).await;
+    let http = proxy.http.clone();
+    let url = proxy.token_url();
+    let stuck = tokio::spawn(async move {
+        http.post(url)
+            .basic_auth("demo-client", Some("demo-secret"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(CC)
+            .send()
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Returns within the grace period even though the IdP never answers in time.
+    tokio::time::timeout(Duration::from_secs(10), proxy.shutdown())
+        .await
+        .expect("shutdown is bounded by the grace period")
+        .unwrap();
+    stuck.abort();
+}
+
+#[tokio::test]
+async fn admin_listener_reports_health_readiness_metrics_and_purges() {
+    let (idp, proxy) = setup(Duration::ZERO, Duration::from_secs(1)).await;
+    let get = |path: &str| proxy.http.get(proxy.admin_url(path)).send();
+    assert_eq!(get("/healthz").await.unwrap().status(), 200);
+    assert_eq!(get("/readyz").await.unwrap().status(), 200);
+    assert_eq!(
+        proxy
+            .token_request("demo-client", "demo-secret", CC)
+            .await
+            .status(),
+        200
+    );
+    let metrics = get("/metrics").await.unwrap();
+    assert!(
+        metrics.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = metrics.text().await.unwrap();
+    for series in [
+        r#"tokencache_requests_total{outcome="miss"} 1"#,
+        r#"tokencache_upstream_requests_total{status="2xx"} 1"#,
+        "tokencache_cache_entries 1",
+        "tokencache_upstream_request_duration_seconds_bucket",
+        "# HELP tokencache_requests_total",
+    ] {
+        assert!(text.contains(series), "no {series} in\n{text}");
+    }
+    assert!(!text.contains("demo-secret"));
+
+    let purged: serde_json::Value = proxy
+        .http
+        .post(proxy.admin_url("/purge"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(purged["purged"], 1);
+    assert_eq!(proxy.proxy.cached_entries(), 0);
+    let after = proxy.token_request("demo-client", "demo-secret", CC).await;
+    assert_eq!(
+        after.headers()["cache-status"],
+        "tokencache; fwd=miss; stored"
+    );
+    assert_eq!(idp.idp.token_requests(), 2);
+
+    proxy.proxy.set_ready(false);
+    assert_eq!(get("/readyz").await.unwrap().status(), 503);
+}
