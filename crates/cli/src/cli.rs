@@ -72,7 +72,7 @@ pub struct ServeArgs {
     pub admin_listen: Option<SocketAddr>,
 
     /// The upstream token endpoint, e.g.
-    /// https://<domain>.auth.<region>.amazoncognito.com/oauth2/token.
+    /// https://DOMAIN.auth.REGION.amazoncognito.com/oauth2/token.
     /// Defines the route at --path; the config file can declare more.
     #[arg(long, env = "TOKENCACHE_UPSTREAM")]
     pub upstream: Option<String>,
@@ -114,6 +114,51 @@ pub struct ServeArgs {
     /// identity provider).
     #[arg(long, env = "TOKENCACHE_CA_FILE")]
     pub ca_file: Option<PathBuf>,
+
+    /// Attempts per upstream load, the first included; retries follow
+    /// connect errors, timeouts, 429, 5xx and Cognito's throttling answers
+    /// [default: 4].
+    #[arg(long, env = "TOKENCACHE_RETRY_ATTEMPTS")]
+    pub retry_attempts: Option<u32>,
+
+    /// First retry delay ceiling; it doubles per retry, with full jitter
+    /// [default: 100ms].
+    #[arg(long, env = "TOKENCACHE_RETRY_BASE")]
+    pub retry_base: Option<humantime::Duration>,
+
+    /// Largest retry delay ceiling [default: 5s].
+    #[arg(long, env = "TOKENCACHE_RETRY_CAP")]
+    pub retry_cap: Option<humantime::Duration>,
+
+    /// Request budget per upstream: sustained requests per second; 0 means
+    /// unlimited [default: 100].
+    #[arg(long, env = "TOKENCACHE_BUDGET_RATE")]
+    pub budget_rate: Option<f64>,
+
+    /// Request budget per upstream: requests that may go at once after a
+    /// quiet spell [default: 20].
+    #[arg(long, env = "TOKENCACHE_BUDGET_BURST")]
+    pub budget_burst: Option<u32>,
+
+    /// Consecutive upstream failures that open the circuit breaker; 0
+    /// disables it [default: 5].
+    #[arg(long, env = "TOKENCACHE_BREAKER_THRESHOLD")]
+    pub breaker_threshold: Option<u32>,
+
+    /// How long an open breaker fails misses fast before a probe
+    /// [default: 5s].
+    #[arg(long, env = "TOKENCACHE_BREAKER_COOL_DOWN")]
+    pub breaker_cool_down: Option<humantime::Duration>,
+
+    /// How long a caller waits for a token on a miss, budget queueing and
+    /// retries included [default: 15s].
+    #[arg(long, env = "TOKENCACHE_LOAD_DEADLINE")]
+    pub load_deadline: Option<humantime::Duration>,
+
+    /// How long an invalid_client, invalid_scope or unauthorized_client
+    /// answer is remembered per key; 0s disables [default: 5s].
+    #[arg(long, env = "TOKENCACHE_NEGATIVE_TTL")]
+    pub negative_ttl: Option<humantime::Duration>,
 
     /// Largest token request body accepted, in bytes [default: 16KiB].
     #[arg(long, env = "TOKENCACHE_MAX_BODY_BYTES")]

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use serde::Deserialize;
-use tokencache_core::{FreshnessPolicy, HmacKey, MinRemaining};
+use tokencache_core::{Backoff, FreshnessPolicy, HmacKey, MinRemaining};
 use tokencache_proxy::{ProxyConfig, RouteConfig};
 
 use crate::cli::{LogArgs, LogFormat, ServeArgs};
@@ -90,6 +90,8 @@ pub struct FileConfig {
     max_body_bytes: Option<ByteSize>,
     hmac_key_file: Option<PathBuf>,
     shutdown_grace: Option<String>,
+    load_deadline: Option<String>,
+    negative_ttl: Option<String>,
     log_format: Option<LogFormat>,
     log: Option<String>,
     #[serde(default)]
@@ -105,6 +107,13 @@ struct FileUpstream {
     connect_timeout: Option<String>,
     request_timeout: Option<String>,
     ca_file: Option<PathBuf>,
+    retry_attempts: Option<u32>,
+    retry_base: Option<String>,
+    retry_cap: Option<String>,
+    budget_rate: Option<f64>,
+    budget_burst: Option<u32>,
+    breaker_threshold: Option<u32>,
+    breaker_cool_down: Option<String>,
 }
 
 /// `[[routes]]`: a path and the token endpoint behind it.
@@ -185,8 +194,12 @@ impl ServeSettings {
         }
 
         let refresh_at = args.refresh_at.or(file.refresh_at).unwrap_or(0.75);
-        let min_remaining = match args.min_remaining.or(file.min_remaining) {
-            Some(text) => parse_min_remaining(&text)?,
+        let min_remaining = match args
+            .min_remaining
+            .as_deref()
+            .or(file.min_remaining.as_deref())
+        {
+            Some(text) => parse_min_remaining(text)?,
             None => MinRemaining::Fraction(0.10),
         };
         let freshness = FreshnessPolicy::new(refresh_at, min_remaining)
@@ -194,6 +207,7 @@ impl ServeSettings {
 
         let mut proxy = ProxyConfig::new(routes);
         proxy.freshness = freshness;
+        resolve_resilience(&mut proxy, &args, &file.upstream)?;
         if let Some(size) = args
             .cache_max_bytes
             .map(ByteSize::Text)
@@ -224,6 +238,14 @@ impl ServeSettings {
             proxy.upstream.request_timeout = timeout;
         }
         proxy.upstream.ca_file = args.ca_file.or(file.upstream.ca_file);
+        if let Some(deadline) =
+            duration_setting("load-deadline", args.load_deadline, file.load_deadline)?
+        {
+            proxy.load_deadline = deadline;
+        }
+        if let Some(ttl) = duration_setting("negative-ttl", args.negative_ttl, file.negative_ttl)? {
+            proxy.negative_ttl = ttl;
+        }
         proxy.validate()?;
 
         Ok(Self {
@@ -248,6 +270,56 @@ impl ServeSettings {
             },
         })
     }
+}
+
+/// Retries, budget and breaker: flag, then `[upstream]` in the file.
+fn resolve_resilience(
+    proxy: &mut ProxyConfig,
+    args: &ServeArgs,
+    file: &FileUpstream,
+) -> Result<(), SettingsError> {
+    let defaults = proxy.resilience.backoff;
+    let base = duration_setting("retry-base", args.retry_base, file.retry_base.clone())?
+        .unwrap_or(defaults.base());
+    let cap = duration_setting("retry-cap", args.retry_cap, file.retry_cap.clone())?
+        .unwrap_or(defaults.cap());
+    let attempts = args
+        .retry_attempts
+        .or(file.retry_attempts)
+        .unwrap_or(defaults.max_attempts());
+    if attempts == 0 {
+        return Err(invalid(
+            "retry-attempts",
+            "must be at least 1 (the first attempt)",
+        ));
+    }
+    proxy.resilience.backoff = Backoff::new(base, cap, attempts);
+    if let Some(rate) = args.budget_rate.or(file.budget_rate) {
+        if !(rate.is_finite() && rate >= 0.0) {
+            return Err(invalid(
+                "budget-rate",
+                "must be a non-negative number (0: unlimited)",
+            ));
+        }
+        proxy.resilience.budget.rate_per_sec = rate;
+    }
+    if let Some(burst) = args.budget_burst.or(file.budget_burst) {
+        if burst == 0 {
+            return Err(invalid("budget-burst", "must be at least 1"));
+        }
+        proxy.resilience.budget.burst = burst;
+    }
+    if let Some(threshold) = args.breaker_threshold.or(file.breaker_threshold) {
+        proxy.resilience.breaker.failure_threshold = threshold;
+    }
+    if let Some(cool_down) = duration_setting(
+        "breaker-cool-down",
+        args.breaker_cool_down,
+        file.breaker_cool_down.clone(),
+    )? {
+        proxy.resilience.breaker.cool_down = cool_down;
+    }
+    Ok(())
 }
 
 fn route_config(path: String, upstream: &str) -> Result<RouteConfig, SettingsError> {
@@ -394,6 +466,12 @@ mod tests {
         assert_eq!(settings.proxy.cache_max_bytes, 64 << 20);
         assert_eq!(settings.shutdown_grace, Duration::from_secs(10));
         assert!(settings.proxy.hmac_key.is_none());
+        assert_eq!(
+            settings.proxy.resilience,
+            tokencache_proxy::ResilienceConfig::default()
+        );
+        assert_eq!(settings.proxy.load_deadline, Duration::from_secs(15));
+        assert_eq!(settings.proxy.negative_ttl, Duration::from_secs(5));
     }
 
     #[test]
@@ -405,8 +483,14 @@ mod tests {
             min_remaining = "2m"
             cache_max_bytes = "1MiB"
             shutdown_grace = "3s"
+            load_deadline = "20s"
             [upstream]
             request_timeout = "4s"
+            retry_attempts = 2
+            retry_base = "50ms"
+            budget_rate = 10.0
+            budget_burst = 3
+            breaker_threshold = 0
             [[routes]]
             path = "/pool-a/oauth2/token"
             upstream = "https://a.example/oauth2/token"
@@ -416,7 +500,16 @@ mod tests {
             "#,
         );
         let settings = ServeSettings::resolve(
-            serve_args(&["--listen", "127.0.0.1:7001", "--refresh-at", "0.6"]),
+            serve_args(&[
+                "--listen",
+                "127.0.0.1:7001",
+                "--refresh-at",
+                "0.6",
+                "--budget-rate",
+                "40",
+                "--negative-ttl",
+                "0s",
+            ]),
             config,
             &no_env(),
         )
@@ -440,6 +533,15 @@ mod tests {
             Duration::from_secs(4)
         );
         assert_eq!(settings.shutdown_grace, Duration::from_secs(3));
+        let resilience = settings.proxy.resilience;
+        assert_eq!(resilience.backoff.max_attempts(), 2);
+        assert_eq!(resilience.backoff.base(), Duration::from_millis(50));
+        assert_eq!(resilience.backoff.cap(), Duration::from_secs(5));
+        assert!((resilience.budget.rate_per_sec - 40.0).abs() < f64::EPSILON);
+        assert_eq!(resilience.budget.burst, 3);
+        assert_eq!(resilience.breaker.failure_threshold, 0);
+        assert_eq!(settings.proxy.load_deadline, Duration::from_secs(20));
+        assert_eq!(settings.proxy.negative_ttl, Duration::ZERO);
     }
 
     #[test]
@@ -491,7 +593,7 @@ mod tests {
 
     #[test]
     fn rejections() {
-        let cases: [(&[&str], &str); 6] = [
+        let cases: [(&[&str], &str); 8] = [
             (&[], "no route"),
             (&["--path", "/x"], "needs --upstream"),
             (&["--upstream", "not a url"], "not a URL"),
@@ -506,6 +608,14 @@ mod tests {
             (
                 &["--upstream", "https://i/t", "--cache-max-bytes", "12XB"],
                 "cache-max-bytes",
+            ),
+            (
+                &["--upstream", "https://i/t", "--retry-attempts", "0"],
+                "retry-attempts",
+            ),
+            (
+                &["--upstream", "https://i/t", "--budget-burst", "0"],
+                "budget-burst",
             ),
         ];
         for (args, expected) in cases {

@@ -8,6 +8,8 @@
 //!   requests share a token only when nothing that could change it differs.
 //! - [`CachedToken`] is a cached token response, and [`FreshnessPolicy`]
 //!   decides when it is fresh, aging (served while a refresh runs) or expired.
+//! - [`Backoff`] and [`AnswerClass`] decide when and how soon an upstream
+//!   answer is worth retrying.
 //! - [`Clock`] is the one source of time, so expiry logic is tested on a
 //!   manual clock without sleeping.
 //!
@@ -49,6 +51,8 @@
 //!
 //! This crate has no feature flags.
 
+mod backoff;
+mod classify;
 mod clock;
 mod form;
 mod freshness;
@@ -57,6 +61,8 @@ mod request;
 mod secret;
 mod token;
 
+pub use backoff::{Backoff, http_date, parse_retry_after};
+pub use classify::AnswerClass;
 pub use clock::{Clock, SystemClock, UnixMillis};
 pub use freshness::{Freshness, FreshnessPolicy, MinRemaining, PolicyError, Schedule};
 pub use key::{CacheKey, Fingerprint, KeyDeriver};

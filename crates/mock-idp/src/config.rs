@@ -81,12 +81,14 @@ pub fn demo_clients() -> Vec<ClientRecord> {
 ///
 /// `latency` and `token_lifetime` are only the initial values: they can be
 /// changed at run time through [`MockIdp::set_latency`],
-/// [`MockIdp::set_token_lifetime`] or `POST /control`.
+/// [`MockIdp::set_token_lifetime`] or `POST /control`. Every fault starts
+/// off; [`MockIdp::apply`] or `POST /control` turns them on.
 ///
 /// `Debug` redacts client secrets.
 ///
 /// [`MockIdp::set_latency`]: crate::MockIdp::set_latency
 /// [`MockIdp::set_token_lifetime`]: crate::MockIdp::set_token_lifetime
+/// [`MockIdp::apply`]: crate::MockIdp::apply
 #[derive(Clone, Debug)]
 pub struct MockIdpConfig {
     /// The registered clients. Ids must be unique; when one repeats, the

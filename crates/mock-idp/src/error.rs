@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 
-/// What can go wrong when setting up the mock IdP or checking one of its
-/// tokens.
+/// What can go wrong when setting up the mock IdP, changing its settings or
+/// checking one of its tokens.
 ///
 /// HTTP callers never see this type: the server answers them with RFC 6749
 /// error bodies instead.
@@ -39,6 +39,15 @@ pub enum MockIdpError {
         /// The file that was checked.
         path: PathBuf,
         /// What is wrong with it.
+        reason: String,
+    },
+    /// A run-time setting is out of range (a fault share outside `[0, 1]`,
+    /// say); see [`ControlUpdate::validate`].
+    ///
+    /// [`ControlUpdate::validate`]: crate::ControlUpdate::validate
+    #[error("invalid setting: {reason}")]
+    InvalidSetting {
+        /// Which setting, and what is wrong with its value.
         reason: String,
     },
     /// The embedded signing key could not be loaded, or signing failed.

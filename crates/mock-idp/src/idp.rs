@@ -10,10 +10,11 @@ use std::time::Duration;
 use tokencache_core::{Clock, SystemClock, UnixMillis};
 
 use crate::control::{ControlUpdate, Settings};
+use crate::faults::{Fault, FaultInjector};
 use crate::grants::GrantStore;
 use crate::keys::{PUBLIC_KEY_PEM, SigningKeys};
 use crate::stats::{Stats, StatsRecorder};
-use crate::{ClientRecord, MockIdpConfig, MockIdpError, routes, token};
+use crate::{ClientRecord, MockIdpConfig, MockIdpError, routes, server, token};
 
 /// A running mock identity provider's state. Cheap to clone: clones share
 /// everything (clients, settings, counters, issued codes).
@@ -31,6 +32,7 @@ struct Inner {
     clients: HashMap<String, ClientRecord>,
     issuer: String,
     settings: Mutex<Settings>,
+    faults: FaultInjector,
     stats: StatsRecorder,
     grants: GrantStore,
     keys: &'static SigningKeys,
@@ -56,8 +58,9 @@ impl MockIdp {
         Self::with_clock(config, Arc::new(SystemClock))
     }
 
-    /// A mock IdP that reads time (for `iat`, `exp` and code expiry) from
-    /// `clock`, so tests on a manual clock get tokens consistent with it.
+    /// A mock IdP that reads time (for `iat`, `exp`, code expiry and the
+    /// rate limit) from `clock`, so tests on a manual clock get tokens
+    /// consistent with it and drive the rate limit without sleeping.
     #[must_use]
     pub fn with_clock(config: MockIdpConfig, clock: Arc<dyn Clock>) -> Self {
         let MockIdpConfig {
@@ -73,10 +76,8 @@ impl MockIdp {
                     .map(|client| (client.id.clone(), client))
                     .collect(),
                 issuer,
-                settings: Mutex::new(Settings {
-                    latency,
-                    token_lifetime,
-                }),
+                settings: Mutex::new(Settings::healthy(latency, token_lifetime)),
+                faults: FaultInjector::default(),
                 stats: StatsRecorder::default(),
                 grants: GrantStore::default(),
                 keys: SigningKeys::embedded(),
@@ -92,11 +93,19 @@ impl MockIdp {
     }
 
     /// Serves [`MockIdp::router`] on `listener` until `shutdown` completes,
-    /// then lets in-flight requests finish.
+    /// then stops accepting, lets in-flight requests finish and returns.
+    /// Requests left hanging by the hang fault are dropped at that point,
+    /// so they do not hold the shutdown open.
+    ///
+    /// Connections are served with hyper directly (HTTP/1.1, or HTTP/2 by
+    /// prior knowledge), so the reset fault can close one without an
+    /// answer; a reset ends only that connection, never the server.
     ///
     /// # Errors
     ///
-    /// An I/O error from the listener.
+    /// None at present: like `axum::serve`, the loop skips accept errors
+    /// about one connection and retries others (out of file descriptors,
+    /// say) a second later. The `Result` is kept for callers that spawn it.
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,
@@ -105,9 +114,8 @@ impl MockIdp {
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(%addr, issuer = %self.inner.issuer, "mock IdP listening");
         }
-        axum::serve(listener, self.router())
-            .with_graceful_shutdown(shutdown)
-            .await
+        server::serve(self.router(), listener, shutdown).await;
+        Ok(())
     }
 
     /// A snapshot of the counters.
@@ -144,9 +152,17 @@ impl MockIdp {
 
     /// Applies `update` to the run-time settings (as `POST /control` does)
     /// and returns the new settings.
+    ///
+    /// Shares outside `[0, 1]` are clamped into it (see [`Settings::apply`]);
+    /// call [`ControlUpdate::validate`] first to refuse them instead. An
+    /// update that sets `rate_limit_per_sec` starts the limit over with a
+    /// full bucket.
     pub fn apply(&self, update: &ControlUpdate) -> Settings {
         let mut settings = self.lock_settings();
         settings.apply(update);
+        if update.rate_limit_per_sec.is_some() {
+            self.inner.faults.reset_rate_limit();
+        }
         settings.clone()
     }
 
@@ -215,6 +231,12 @@ impl MockIdp {
         self.inner.clock.now()
     }
 
+    /// The fault, if any, for a token request arriving now under
+    /// `settings`.
+    pub(crate) fn draw_fault(&self, settings: &Settings) -> Option<Fault> {
+        self.inner.faults.draw(settings, self.now())
+    }
+
     pub(crate) fn keys(&self) -> &'static SigningKeys {
         self.inner.keys
     }
@@ -250,10 +272,7 @@ mod tests {
         clone.set_token_lifetime(Duration::from_secs(5));
         assert_eq!(
             idp.settings(),
-            Settings {
-                latency: Duration::from_millis(10),
-                token_lifetime: Duration::from_secs(5),
-            }
+            Settings::healthy(Duration::from_millis(10), Duration::from_secs(5))
         );
         let settings = idp.apply(&ControlUpdate {
             latency_ms: Some(0),

@@ -36,6 +36,50 @@
 //! (the `resource` parameter) and `extra_params` (every other parameter the
 //! IdP does not interpret).
 //!
+//! # Faults
+//!
+//! The token endpoint can be told, at run time, to misbehave the ways real
+//! IdPs and the networks in front of them do, through `POST /control` or
+//! [`MockIdp::apply`] with a [`ControlUpdate`]:
+//!
+//! | JSON field (default) | effect on `POST /oauth2/token` |
+//! | --- | --- |
+//! | `latency_ms` (`0`) | waits this long before every answer, faults included |
+//! | `rate_limit_per_sec` (`null`) | at most this many requests a second, all clients together: a token bucket holding `rate` tokens (the burst) refilled at `rate` a second from the IdP's [`Clock`](tokencache_core::Clock); `null` or `0` is unlimited |
+//! | `throttle_style` (`"http429"`) | how a request over the limit is refused: `"http429"` is `429`, `Retry-After` (whole seconds until the bucket holds a token, at least 1) and `{"error":"too_many_requests","error_description":"Rate exceeded"}`; `"cognito400"` is `400` and `{"error":"TooManyRequestsException","error_description":"Rate exceeded"}` |
+//! | `reset_rate` (`0.0`) | this share of requests have their connection closed with no answer (on HTTP/2, their stream reset) |
+//! | `hang_rate` (`0.0`) | this share are never answered: only the client's timeout, or the server stopping, ends them |
+//! | `error_rate` (`0.0`) | this share are answered `500`, `503`, `500`, ... in turn, with `{"error":"server_error"}` |
+//! | `garbage_rate` (`0.0`) | this share are answered `200` with `Content-Type: text/html` and `<html>upstream garbage</html>` |
+//!
+//! Each request is first counted in [`Stats`], then meets, in this order,
+//! the rate limit, a reset, a hang, a server error, garbage, and only then
+//! normal processing; each share (in `[0, 1]`: 0 never, 1 always) is drawn
+//! independently among the requests the earlier steps let through. Faults
+//! are counted in [`Stats`] (`throttled`, `resets`, `hangs`,
+//! `server_errors`, `garbage`) when drawn, so a test can assert, say, that
+//! the IdP never throttled. [`ControlUpdate::healthy`] turns every fault
+//! off. For example:
+//!
+//! ```text
+//! POST /control
+//! {"rate_limit_per_sec": 50, "throttle_style": "cognito400", "error_rate": 0.1}
+//! ```
+//!
+//! answers the settings now in force:
+//!
+//! ```text
+//! {"latency_ms": 0, "token_lifetime_secs": 3600, "rate_limit_per_sec": 50,
+//!  "throttle_style": "cognito400", "error_rate": 0.1, "reset_rate": 0.0,
+//!  "garbage_rate": 0.0, "hang_rate": 0.0}
+//! ```
+//!
+//! A field that is absent is left as it is; an unknown field, or a share
+//! outside `[0, 1]`, is refused with `400 invalid_request` and changes
+//! nothing. Resets and hangs need [`MockIdp::serve`], which serves the
+//! connections itself: through [`MockIdp::router`] alone a reset is a
+//! `500` whose body fails to read, and a hang lasts an hour.
+//!
 //! # Example
 //!
 //! ```
@@ -72,8 +116,9 @@
 //! ```
 //!
 //! Tests without a socket call [`MockIdp::router`] with
-//! `tower::ServiceExt::oneshot`. Time for `iat`/`exp` comes from a
-//! [`tokencache_core::Clock`]; [`MockIdp::with_clock`] takes a manual one.
+//! `tower::ServiceExt::oneshot`. Time for `iat`/`exp` and for the rate
+//! limit comes from a [`tokencache_core::Clock`]; [`MockIdp::with_clock`]
+//! takes a manual one.
 //!
 //! This crate has no feature flags.
 
@@ -81,12 +126,15 @@ mod authorize;
 mod config;
 mod control;
 mod error;
+mod faults;
 mod grants;
 mod idp;
 mod keys;
+mod rate_limit;
 mod response;
 mod routes;
 mod scope;
+mod server;
 mod stats;
 #[cfg(test)]
 mod test_client;
@@ -97,7 +145,7 @@ mod token_request;
 pub use config::{
     ClientRecord, DEFAULT_ISSUER, DEFAULT_TOKEN_LIFETIME, MockIdpConfig, demo_clients,
 };
-pub use control::{ControlUpdate, Settings};
+pub use control::{ControlUpdate, Settings, ThrottleStyle};
 pub use error::MockIdpError;
 pub use idp::MockIdp;
 pub use keys::PUBLIC_KEY_PEM;

@@ -111,6 +111,26 @@ impl OAuthError {
         )
     }
 
+    /// Over the rate limit, HTTP's way: 429 `too_many_requests`. The caller
+    /// adds `Retry-After`.
+    pub(crate) fn too_many_requests() -> Self {
+        Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_requests",
+            "Rate exceeded",
+        )
+    }
+
+    /// Over the rate limit, the way some of Cognito's throttles look: 400
+    /// `TooManyRequestsException`.
+    pub(crate) fn cognito_throttle() -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "TooManyRequestsException",
+            "Rate exceeded",
+        )
+    }
+
     /// A failure of the IdP itself: 500 `server_error`, without detail.
     pub(crate) fn server_error() -> Self {
         Self {

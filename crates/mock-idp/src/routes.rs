@@ -47,7 +47,8 @@ async fn settings(State(idp): State<MockIdp>) -> Response {
 }
 
 /// `POST /control`: a JSON [`ControlUpdate`]; an empty body changes nothing.
-/// Answers the settings in force afterwards.
+/// Answers the settings in force afterwards. An update with a value out of
+/// range changes nothing.
 async fn control(State(idp): State<MockIdp>, body: Bytes) -> Response {
     let update = if body.iter().all(u8::is_ascii_whitespace) {
         ControlUpdate::default()
@@ -60,6 +61,10 @@ async fn control(State(idp): State<MockIdp>, body: Bytes) -> Response {
             }
         }
     };
+    if let Err(err) = update.validate() {
+        return OAuthError::invalid_request(format!("invalid control request: {err}"))
+            .into_response();
+    }
     let settings = idp.apply(&update);
     tracing::info!(?settings, "mock IdP settings changed");
     json_response(StatusCode::OK, &settings)
@@ -168,18 +173,16 @@ mod tests {
         )
         .await;
         assert_eq!(answer.status, StatusCode::OK);
-        assert_eq!(
-            answer.json(),
-            serde_json::json!({"latency_ms": 0, "token_lifetime_secs": 120})
-        );
+        let json = answer.json();
+        assert_eq!(json["latency_ms"], 0);
+        assert_eq!(json["token_lifetime_secs"], 120);
         let token = demo_token(&idp, "grant_type=client_credentials").await;
         assert_eq!(token.json()["expires_in"], 120);
 
         let answer = send(&idp, post_json("/control", r#"{"latency_ms": 25}"#)).await;
-        assert_eq!(
-            answer.json(),
-            serde_json::json!({"latency_ms": 25, "token_lifetime_secs": 120})
-        );
+        let json = answer.json();
+        assert_eq!(json["latency_ms"], 25);
+        assert_eq!(json["token_lifetime_secs"], 120);
         assert_eq!(idp.settings().latency, std::time::Duration::from_millis(25));
         assert_eq!(send(&idp, get("/control")).await.json(), answer.json());
         assert_eq!(
@@ -189,9 +192,56 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn control_sets_and_clears_faults() {
+        let idp = idp();
+        let answer = send(
+            &idp,
+            post_json(
+                "/control",
+                r#"{"rate_limit_per_sec": 50, "throttle_style": "cognito400",
+                    "error_rate": 0.25, "reset_rate": 0.5, "garbage_rate": 1, "hang_rate": 0}"#,
+            ),
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::OK);
+        assert_eq!(
+            answer.json(),
+            serde_json::json!({
+                "latency_ms": 0, "token_lifetime_secs": 3600,
+                "rate_limit_per_sec": 50, "throttle_style": "cognito400",
+                "error_rate": 0.25, "reset_rate": 0.5, "garbage_rate": 1.0, "hang_rate": 0.0,
+            })
+        );
+        let settings = idp.settings();
+        assert_eq!(settings.rate_limit_per_sec, std::num::NonZeroU32::new(50));
+        assert_eq!(settings.throttle_style, crate::ThrottleStyle::Cognito400);
+
+        let answer = send(
+            &idp,
+            post_json("/control", r#"{"rate_limit_per_sec": null}"#),
+        )
+        .await;
+        assert_eq!(answer.json()["rate_limit_per_sec"], serde_json::Value::Null);
+        assert_eq!(answer.json()["reset_rate"], 0.5);
+        let healthy = serde_json::to_string(&ControlUpdate::healthy()).unwrap();
+        let answer = send(&idp, post_json("/control", &healthy)).await;
+        assert_eq!(answer.json()["garbage_rate"], 0.0);
+        assert_eq!(answer.json()["throttle_style"], "cognito400");
+    }
+
+    #[tokio::test]
     async fn control_refuses_bad_bodies() {
         let idp = idp();
-        for body in ["{", r#"{"latency":1}"#, r#"{"latency_ms":-1}"#, "[]"] {
+        for body in [
+            "{",
+            r#"{"latency":1}"#,
+            r#"{"latency_ms":-1}"#,
+            "[]",
+            r#"{"error_rate":1.5}"#,
+            r#"{"latency_ms":5,"hang_rate":-0.5}"#,
+            r#"{"rate_limit_per_sec":-1}"#,
+            r#"{"throttle_style":"http503"}"#,
+        ] {
             let answer = send(&idp, post_json("/control", body)).await;
             assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{body}");
             assert_eq!(answer.error(), "invalid_request", "{body}");

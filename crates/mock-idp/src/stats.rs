@@ -5,17 +5,21 @@ use std::sync::{Mutex, PoisonError};
 
 use serde::{Deserialize, Serialize};
 
+use crate::faults::Fault;
+
 /// The grant label of a token request that named no grant type.
 pub const NO_GRANT: &str = "none";
 
 /// A snapshot of the token-endpoint counters (`GET /stats`).
 ///
 /// A request is counted in `token_requests`, `by_client` and `by_grant` when
-/// it arrives, before the configured latency, whatever its outcome; it is
-/// counted in `by_status` (and `tokens_issued`, if it got a token) when it is
-/// answered. So while requests are in flight the sum of `by_status` is less
-/// than `token_requests`, and a request whose caller hung up during the
-/// latency never reaches `by_status`.
+/// it arrives, before the configured latency, whatever its outcome, and in
+/// the fault counters (`throttled` to `garbage`) as soon as its fault is
+/// drawn, also on arrival; it is counted in `by_status` (and
+/// `tokens_issued`, if it got a token) when it is answered. So while
+/// requests are in flight the sum of `by_status` is less than
+/// `token_requests`, and a request whose caller hung up during the latency,
+/// or that was reset or left hanging, never reaches `by_status`.
 #[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, Eq)]
 pub struct Stats {
     /// Every `POST /oauth2/token`.
@@ -31,6 +35,22 @@ pub struct Stats {
     pub by_grant: BTreeMap<String, u64>,
     /// Answers by HTTP status code.
     pub by_status: BTreeMap<u16, u64>,
+    /// Requests refused by the rate limit (`429`, or `400
+    /// TooManyRequestsException`).
+    #[serde(default)]
+    pub throttled: u64,
+    /// Requests whose connection was closed without an answer.
+    #[serde(default)]
+    pub resets: u64,
+    /// Requests left hanging, never answered.
+    #[serde(default)]
+    pub hangs: u64,
+    /// Requests answered `500` or `503` on purpose.
+    #[serde(default)]
+    pub server_errors: u64,
+    /// Requests answered `200` with a body that is not a token.
+    #[serde(default)]
+    pub garbage: u64,
 }
 
 /// The live counters behind [`Stats`].
@@ -61,11 +81,25 @@ impl StatsRecorder {
         });
     }
 
-    /// Counts the answer to a token request.
-    pub(crate) fn record_answer(&self, status: u16) {
+    /// Counts the fault drawn for a token request.
+    pub(crate) fn record_fault(&self, fault: &Fault) {
+        self.with(|stats| {
+            let counter = match fault {
+                Fault::Throttled { .. } => &mut stats.throttled,
+                Fault::Reset => &mut stats.resets,
+                Fault::Hang => &mut stats.hangs,
+                Fault::ServerError(_) => &mut stats.server_errors,
+                Fault::Garbage => &mut stats.garbage,
+            };
+            *counter += 1;
+        });
+    }
+
+    /// Counts the answer to a token request, and the token if it got one.
+    pub(crate) fn record_answer(&self, status: u16, token_issued: bool) {
         self.with(|stats| {
             *stats.by_status.entry(status).or_default() += 1;
-            if status == 200 {
+            if token_issued {
                 stats.tokens_issued += 1;
             }
         });
@@ -97,9 +131,9 @@ mod tests {
     fn counts_and_resets() {
         let recorder = StatsRecorder::default();
         recorder.record_request(Some("a"), Some("client_credentials"));
-        recorder.record_answer(200);
+        recorder.record_answer(200, true);
         recorder.record_request(Some("a"), None);
-        recorder.record_answer(400);
+        recorder.record_answer(400, false);
         recorder.record_request(None, Some("password"));
         assert_eq!(recorder.token_requests(), 3);
         assert_eq!(recorder.token_requests_for("a"), 2);
@@ -116,13 +150,44 @@ mod tests {
     }
 
     #[test]
+    fn counts_faults() {
+        let recorder = StatsRecorder::default();
+        for fault in [
+            Fault::Throttled {
+                style: crate::ThrottleStyle::Http429,
+                retry_after_secs: 1,
+            },
+            Fault::Reset,
+            Fault::Reset,
+            Fault::Hang,
+            Fault::ServerError(axum::http::StatusCode::SERVICE_UNAVAILABLE),
+            Fault::Garbage,
+        ] {
+            recorder.record_fault(&fault);
+        }
+        // Garbage is a 200 but not a token.
+        recorder.record_answer(200, false);
+        let stats = recorder.snapshot();
+        assert_eq!(
+            (stats.throttled, stats.resets, stats.hangs),
+            (1, 2, 1),
+            "{stats:?}"
+        );
+        assert_eq!((stats.server_errors, stats.garbage), (1, 1), "{stats:?}");
+        assert_eq!(stats.tokens_issued, 0);
+        assert_eq!(stats.by_status[&200], 1);
+    }
+
+    #[test]
     fn json_round_trip() {
         let recorder = StatsRecorder::default();
         recorder.record_request(Some("a"), Some("client_credentials"));
-        recorder.record_answer(200);
+        recorder.record_answer(200, true);
+        recorder.record_fault(&Fault::Hang);
         let stats = recorder.snapshot();
         let json = serde_json::to_string(&stats).unwrap();
         assert!(json.contains(r#""by_status":{"200":1}"#), "{json}");
+        assert!(json.contains(r#""hangs":1"#), "{json}");
         assert_eq!(serde_json::from_str::<Stats>(&json).unwrap(), stats);
     }
 }

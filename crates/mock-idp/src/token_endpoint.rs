@@ -1,5 +1,6 @@
 //! `POST /oauth2/token`: client authentication and the three grants.
 
+use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
@@ -8,9 +9,11 @@ use serde::Serialize;
 use subtle::ConstantTimeEq as _;
 
 use crate::control::Settings;
+use crate::faults::Fault;
 use crate::grants::{CodeGrant, RefreshGrant};
 use crate::response::{OAuthError, json_response};
 use crate::scope::grant_scopes;
+use crate::server::ServerStopping;
 use crate::token::{TokenSpec, mint};
 use crate::token_request::{Authorization, TokenRequest};
 use crate::{ClientRecord, MockIdp};
@@ -25,9 +28,11 @@ struct TokenResponse {
     token_type: &'static str,
 }
 
-/// The handler: counts the request, waits the configured latency, answers.
+/// The handler: counts the request, draws its fault, waits the configured
+/// latency, then delivers the fault or answers.
 pub(crate) async fn token(
     State(idp): State<MockIdp>,
+    stopping: Option<Extension<ServerStopping>>,
     headers: HeaderMap,
     uri: Uri,
     body: Bytes,
@@ -36,10 +41,20 @@ pub(crate) async fn token(
     // `/control` never applies half to a request.
     let settings = idp.settings();
     let (claimed, request) = TokenRequest::parse(&headers, uri.query(), &body);
-    idp.stats_recorder()
-        .record_request(claimed.client_id.as_deref(), claimed.grant_type.as_deref());
+    let stats = idp.stats_recorder();
+    stats.record_request(claimed.client_id.as_deref(), claimed.grant_type.as_deref());
+    // Drawn on arrival, so the rate limit sees arrival times, not arrival
+    // times plus latency.
+    let fault = idp.draw_fault(&settings);
+    if let Some(fault) = &fault {
+        stats.record_fault(fault);
+    }
     if !settings.latency.is_zero() {
         tokio::time::sleep(settings.latency).await;
+    }
+    if let Some(fault) = fault {
+        let stopping = stopping.as_ref().map(|Extension(stopping)| stopping);
+        return deliver_fault(&idp, fault, stopping).await;
     }
     let response = match request.and_then(|request| answer(&idp, &request, &settings)) {
         Ok(body) => json_response(StatusCode::OK, &body),
@@ -54,8 +69,21 @@ pub(crate) async fn token(
             err.into_response()
         }
     };
-    idp.stats_recorder()
-        .record_answer(response.status().as_u16());
+    let status = response.status();
+    stats.record_answer(status.as_u16(), status == StatusCode::OK);
+    response
+}
+
+/// Answers with `fault` instead of processing the request, and counts the
+/// answer if there is one.
+async fn deliver_fault(idp: &MockIdp, fault: Fault, stopping: Option<&ServerStopping>) -> Response {
+    tracing::debug!(?fault, "token request faulted on purpose");
+    let response = fault.deliver(stopping).await;
+    // A reset or a hang never answers, whatever the response says.
+    if !matches!(fault, Fault::Reset | Fault::Hang) {
+        idp.stats_recorder()
+            .record_answer(response.status().as_u16(), false);
+    }
     response
 }
 

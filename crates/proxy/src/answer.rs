@@ -10,6 +10,8 @@ use http::header::{self, HeaderName, HeaderValue};
 use tokencache_core::{CachedToken, UnixMillis};
 use tokencache_upstream::UpstreamResponse;
 
+use crate::error::ProxyError;
+
 /// RFC 6749 §5.1: token answers must not be cached by anything downstream.
 pub(crate) const NO_CACHE_HEADERS: [(HeaderName, HeaderValue); 2] = [
     (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
@@ -36,6 +38,8 @@ pub(crate) enum CacheStatus {
     CollapsedUncacheable,
     /// Fetched upstream without trying the cache (not a cacheable request).
     Bypass,
+    /// A remembered rejection of these credentials (negative cache).
+    NegativeHit,
 }
 
 impl CacheStatus {
@@ -58,6 +62,7 @@ impl CacheStatus {
                 HeaderValue::from_static("tokencache; fwd=miss; collapsed; detail=uncacheable")
             }
             Self::Bypass => HeaderValue::from_static("tokencache; fwd=bypass"),
+            Self::NegativeHit => HeaderValue::from_static("tokencache; hit; detail=negative"),
         }
     }
 }
@@ -100,6 +105,31 @@ pub(crate) fn passed_through(answer: &UpstreamResponse, status: CacheStatus) -> 
         .headers_mut()
         .insert(status.header_name(), status.header_value());
     response
+}
+
+/// The last failed answer once retries ran out: passed through when it is
+/// an OAuth error the client can read, otherwise replaced by one (keeping
+/// the status and `Retry-After` of a throttle or 5xx).
+pub(crate) fn failed(answer: &UpstreamResponse, status: CacheStatus) -> Response {
+    if is_oauth_error(&answer.body) {
+        return passed_through(answer, status);
+    }
+    let mut response = ProxyError::FailedAnswer(answer.status).into_response_with(status);
+    if let Some(retry_after) = answer.headers.get(header::RETRY_AFTER) {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, retry_after.clone());
+    }
+    response
+}
+
+fn is_oauth_error(body: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct ErrorBody {
+        #[allow(dead_code)] // only its presence matters
+        error: String,
+    }
+    serde_json::from_slice::<ErrorBody>(body).is_ok()
 }
 
 /// A plain-text answer for the admin listener.

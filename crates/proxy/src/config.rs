@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use tokencache_core::{FreshnessPolicy, HmacKey};
-use tokencache_upstream::{UpstreamConfig, Url};
+use tokencache_upstream::{ResilienceConfig, UpstreamConfig, Url};
 
 /// One token endpoint the proxy fronts: requests to `path` go to `upstream`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +30,17 @@ pub struct ProxyConfig {
     pub hmac_key: Option<HmacKey>,
     /// How the upstream is reached.
     pub upstream: UpstreamConfig,
+    /// Retries, request budget and circuit breaker, per upstream.
+    pub resilience: ResilienceConfig,
+    /// How long a caller waits for a token on a miss, budget queueing and
+    /// retries included; past it the caller gets an error it can act on.
+    /// Default 15 s, above the upstream request timeout so one attempt
+    /// always fits.
+    pub load_deadline: Duration,
+    /// How long an `invalid_client`, `invalid_scope` or
+    /// `unauthorized_client` answer is remembered per key; zero disables.
+    /// Default 5 s.
+    pub negative_ttl: Duration,
     /// The largest request body accepted. Default 16 KiB: a token request
     /// is a few hundred bytes.
     pub max_body_bytes: usize,
@@ -51,6 +62,9 @@ impl ProxyConfig {
             cache_max_bytes: 64 << 20,
             hmac_key: None,
             upstream: UpstreamConfig::default(),
+            resilience: ResilienceConfig::default(),
+            load_deadline: Duration::from_secs(15),
+            negative_ttl: Duration::from_secs(5),
             max_body_bytes: 16 << 10,
             refresh_retry_base: Duration::from_secs(1),
             refresh_retry_cap: Duration::from_secs(30),

@@ -1,15 +1,17 @@
 //! Every way a request can fail, as an RFC 6749 error answer.
 
+use std::time::Duration;
+
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 use tokencache_core::RequestError;
-use tokencache_upstream::UpstreamError;
+use tokencache_upstream::{FetchError, UpstreamError};
 
 use crate::answer::{CacheStatus, NO_CACHE_HEADERS};
 
 /// Why the proxy answered with an error of its own (an upstream's error
 /// answer is passed through instead, and is not a `ProxyError`).
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum ProxyError {
     /// The request is malformed.
@@ -30,12 +32,39 @@ pub enum ProxyError {
     /// The upstream could not be reached, or its answer could not be read.
     #[error("the token endpoint could not be reached")]
     Upstream(#[source] std::sync::Arc<UpstreamError>),
+    /// The request budget had no slot before the caller's deadline.
+    #[error("too many token requests to the identity provider; retry later")]
+    BudgetExhausted {
+        /// When a slot could be free.
+        retry_after: Duration,
+    },
+    /// The circuit breaker is open: the upstream has been failing.
+    #[error("the token endpoint is failing; retry later")]
+    CircuitOpen {
+        /// When the breaker lets a probe through.
+        retry_after: Duration,
+    },
+    /// The upstream kept answering with failures (throttles, 5xx, bodies
+    /// that are not tokens) and its last answer is not an OAuth error.
+    #[error("the token endpoint answered {0}")]
+    FailedAnswer(StatusCode),
     /// A bug: a fetch task panicked. Logged; the caller sees a 500.
     #[error("internal error")]
     Internal,
 }
 
 impl ProxyError {
+    /// The error for a fetch that produced no answer.
+    pub(crate) fn from_fetch(error: FetchError) -> Self {
+        match error {
+            FetchError::BudgetExhausted { retry_after } => Self::BudgetExhausted { retry_after },
+            FetchError::CircuitOpen { retry_after } => Self::CircuitOpen { retry_after },
+            FetchError::Upstream(error) => Self::Upstream(std::sync::Arc::new(error)),
+            // FetchError is non-exhaustive; anything new is an upstream failure.
+            other => Self::Upstream(std::sync::Arc::new(UpstreamError::Transport(other.into()))),
+        }
+    }
+
     /// The status of the answer.
     #[must_use]
     pub fn status(&self) -> StatusCode {
@@ -46,6 +75,15 @@ impl ProxyError {
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Upstream(error) if error.is_timeout() => StatusCode::GATEWAY_TIMEOUT,
             Self::Upstream(_) => StatusCode::BAD_GATEWAY,
+            Self::BudgetExhausted { .. } | Self::CircuitOpen { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            // A throttle or 5xx keeps its status; a 200 that is not a token
+            // is the gateway's problem.
+            Self::FailedAnswer(status) if status.is_client_error() || status.is_server_error() => {
+                *status
+            }
+            Self::FailedAnswer(_) => StatusCode::BAD_GATEWAY,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -55,7 +93,10 @@ impl ProxyError {
     pub fn code(&self) -> &'static str {
         match self {
             // Clients treat this code as "try again later".
-            Self::Upstream(_) => "temporarily_unavailable",
+            Self::Upstream(_)
+            | Self::BudgetExhausted { .. }
+            | Self::CircuitOpen { .. }
+            | Self::FailedAnswer(_) => "temporarily_unavailable",
             Self::Internal => "server_error",
             _ => "invalid_request",
         }
@@ -78,6 +119,13 @@ impl ProxyError {
         }
         if matches!(self, Self::MethodNotAllowed) {
             headers.insert(header::ALLOW, HeaderValue::from_static("POST"));
+        }
+        if let Self::BudgetExhausted { retry_after } | Self::CircuitOpen { retry_after } = &self {
+            // Whole seconds, rounded up: never tell a client to come back
+            // before the slot or the probe.
+            let seconds = retry_after.as_millis().div_ceil(1000).max(1);
+            let seconds = u64::try_from(seconds).unwrap_or(u64::MAX);
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         headers.insert(cache_status.header_name(), cache_status.header_value());
         response

@@ -8,9 +8,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::future::{BoxFuture, FutureExt, Shared};
 use http::HeaderMap;
-use tokencache_core::{CacheKey, CachedToken, UnixMillis};
-use tokencache_upstream::{UpstreamError, UpstreamRequest, UpstreamResponse};
+use tokencache_core::{AnswerClass, Backoff, CacheKey, CachedToken, UnixMillis};
+use tokencache_upstream::{FetchError, FetchRequest, Priority, UpstreamResponse};
+use tokio::time::Instant;
 
+use crate::error::ProxyError;
+use crate::observe::{is_failed_answer, is_not_a_token};
 use crate::proxy::Route;
 
 /// What a fetch produced, shared by every caller that waited for it.
@@ -18,13 +21,14 @@ use crate::proxy::Route;
 pub(crate) enum LoadOutcome {
     /// A token, now in the store.
     Stored(Arc<CachedToken>),
-    /// An answer that may not be cached (an error, a throttle, a body that
-    /// is not a token); passed through as it came.
-    Uncacheable(UpstreamResponse),
-    /// No answer came.
-    Failed(Arc<UpstreamError>),
-    /// The fetch task panicked (a bug; logged).
-    Panicked,
+    /// An answer passed on as it came: an OAuth error, or a token that may
+    /// not be cached.
+    PassThrough(UpstreamResponse),
+    /// The last of a run of failed answers (throttles, 5xx, bodies that are
+    /// not tokens) once retries ran out.
+    FailedAnswer(UpstreamResponse),
+    /// No answer to pass on.
+    Failed(ProxyError),
 }
 
 /// A fetch in progress that callers can await; it runs in its own task, so
@@ -160,10 +164,10 @@ impl Flights {
             table.backoff.remove(&key);
         } else if purpose == Purpose::Refresh {
             let failures = table.backoff.get(&key).map_or(0, |b| b.failures) + 1;
-            let delay = self
-                .retry_base
-                .saturating_mul(1 << failures.saturating_sub(1).min(16))
-                .min(self.retry_cap);
+            // Half to all of the doubling ceiling: a fleet's replicas do not
+            // retry a failing refresh in lockstep.
+            let delay = Backoff::new(self.retry_base, self.retry_cap, u32::MAX)
+                .delay(failures - 1, 0.5 + rand::random::<f64>() / 2.0);
             table.backoff.insert(
                 key,
                 RefreshBackoff {
@@ -212,70 +216,88 @@ fn spawn_fetch(route: Arc<Route>, key: CacheKey, forward: Forward, purpose: Purp
     async move {
         task.await.unwrap_or_else(|error| {
             tracing::error!(%error, "token fetch task failed");
-            Arc::new(LoadOutcome::Panicked)
+            Arc::new(LoadOutcome::Failed(ProxyError::Internal))
         })
     }
     .boxed()
     .shared()
 }
 
-/// One upstream exchange; a cacheable answer goes into the store before
-/// the flight leaves the table.
+/// One upstream exchange, retried as the route's resilience allows; a
+/// cacheable answer goes into the store before the flight leaves the table.
 async fn fetch(route: &Route, key: CacheKey, forward: Forward, purpose: Purpose) -> LoadOutcome {
     let shared = &route.shared;
-    let started = tokio::time::Instant::now();
-    let result = shared
+    let request = FetchRequest {
+        query: forward.query,
+        headers: tokencache_upstream::forwardable_headers(&forward.headers),
+        body: forward.body,
+    };
+    let priority = match purpose {
+        Purpose::Load => Priority::Caller,
+        Purpose::Refresh => Priority::Background,
+    };
+    let started = Instant::now();
+    let deadline = started + shared.load_deadline;
+    let is_failure =
+        |answer: &UpstreamResponse| is_failed_answer(answer, &shared.metrics, &shared.policy);
+    let result = route
         .upstream
-        .send(UpstreamRequest {
-            url: &route.upstream,
-            query: forward.query.as_deref(),
-            headers: tokencache_upstream::forwardable_headers(&forward.headers),
-            body: forward.body,
-        })
+        .fetch(&request, priority, deadline, &is_failure, &route.observer)
         .await;
-    let elapsed = started.elapsed();
-    shared
-        .metrics
-        .upstream(result.as_ref().ok().map(|answer| answer.status), elapsed);
+    let elapsed_ms = started.elapsed().as_millis();
     let fingerprint = key.fingerprint();
     let client_id = forward.client_id.as_deref().unwrap_or("");
     let answer = match result {
         Ok(answer) => answer,
         Err(error) => {
+            if matches!(error, FetchError::CircuitOpen { .. }) {
+                shared.metrics.breaker_rejected();
+            }
             tracing::warn!(
-                route = %route.path, client_id, key = %fingerprint, ?purpose,
-                elapsed_ms = elapsed.as_millis(), error = %error,
-                "token endpoint failed"
+                route = %route.path, client_id, key = %fingerprint, ?purpose, elapsed_ms,
+                error = %error, "no token from the token endpoint"
             );
-            return LoadOutcome::Failed(Arc::new(error));
+            return LoadOutcome::Failed(ProxyError::from_fetch(error));
         }
     };
-    if answer.status != http::StatusCode::OK {
-        tracing::info!(
-            route = %route.path, client_id, key = %fingerprint, ?purpose,
-            status = answer.status.as_u16(), elapsed_ms = elapsed.as_millis(),
-            "token endpoint answered with an error; passed through, not cached"
-        );
-        return LoadOutcome::Uncacheable(answer);
-    }
     let now = shared.clock.now();
-    match CachedToken::from_response(&answer.body, now, &shared.policy) {
-        Ok(token) => {
-            let token = Arc::new(token);
-            shared.store.insert(key, Arc::clone(&token), now);
-            tracing::info!(
-                route = %route.path, client_id, key = %fingerprint, ?purpose,
-                elapsed_ms = elapsed.as_millis(), expires_in = token.expires_in(now),
-                "token fetched and cached"
-            );
-            LoadOutcome::Stored(token)
+    if answer.status == http::StatusCode::OK {
+        return match CachedToken::from_response(&answer.body, now, &shared.policy) {
+            Ok(token) => {
+                let token = Arc::new(token);
+                shared.store.insert(key, Arc::clone(&token), now);
+                shared.negative.remove(&key);
+                tracing::info!(
+                    route = %route.path, client_id, key = %fingerprint, ?purpose, elapsed_ms,
+                    expires_in = token.expires_in(now), "token fetched and cached"
+                );
+                LoadOutcome::Stored(token)
+            }
+            Err(reason) => {
+                tracing::warn!(
+                    route = %route.path, client_id, key = %fingerprint, ?purpose, %reason,
+                    "the token endpoint's 200 answer is not cacheable"
+                );
+                if is_not_a_token(&answer, &shared.policy) {
+                    LoadOutcome::FailedAnswer(answer)
+                } else {
+                    LoadOutcome::PassThrough(answer)
+                }
+            }
+        };
+    }
+    let class = AnswerClass::of(answer.status.as_u16(), &answer.body);
+    tracing::info!(
+        route = %route.path, client_id, key = %fingerprint, ?purpose, elapsed_ms,
+        status = answer.status.as_u16(), ?class, "the token endpoint refused; not cached"
+    );
+    match class {
+        AnswerClass::ClientRejected => {
+            let answer = Arc::new(answer);
+            shared.negative.insert(key, Arc::clone(&answer), now);
+            LoadOutcome::PassThrough(Arc::unwrap_or_clone(answer))
         }
-        Err(reason) => {
-            tracing::warn!(
-                route = %route.path, client_id, key = %fingerprint, ?purpose,
-                %reason, "token endpoint's 200 answer is not cacheable; passed through"
-            );
-            LoadOutcome::Uncacheable(answer)
-        }
+        AnswerClass::Throttled | AnswerClass::ServerError => LoadOutcome::FailedAnswer(answer),
+        _ => LoadOutcome::PassThrough(answer),
     }
 }

@@ -10,12 +10,13 @@ use http::HeaderMap;
 use http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tokencache_core::{CacheKey, Freshness, TokenRequest};
-use tokencache_upstream::UpstreamRequest;
+use tokencache_upstream::FetchRequest;
 
 use crate::answer::{self, CacheStatus};
 use crate::error::ProxyError;
 use crate::flight::{Flights, Forward, Joined, LoadOutcome};
 use crate::metrics::Outcome;
+use crate::observe::is_failed_pass_through;
 use crate::proxy::Route;
 
 /// `POST` on a route's path.
@@ -61,6 +62,11 @@ async fn answer_token_request(
         let ttl = answer::hit_ttl(token, now);
         return Ok(answer::cached(token, now, CacheStatus::Hit { ttl }));
     }
+    if let Some(rejection) = shared.negative.get(&key, now) {
+        shared.metrics.request(Outcome::Negative);
+        shared.metrics.negative_hit();
+        return Ok(answer::passed_through(&rejection, CacheStatus::NegativeHit));
+    }
     let client_id = parsed.client_id().map(str::to_owned);
     drop(parsed);
     let forward = Forward {
@@ -103,43 +109,29 @@ async fn load(route: &Arc<Route>, key: CacheKey, forward: Forward) -> Result<Res
         Joined::Waiter(load) => (load, false),
     };
     let outcome = load.await;
-    shared.metrics.request(if leader {
-        Outcome::Miss
-    } else {
-        Outcome::Collapsed
-    });
     let now = shared.clock.now();
-    match &*outcome {
-        LoadOutcome::Stored(token) => {
-            let status = if leader {
-                CacheStatus::MissStored
-            } else {
-                CacheStatus::Collapsed
-            };
-            Ok(answer::cached(token, now, status))
-        }
-        LoadOutcome::Uncacheable(answer) => {
-            let status = if leader {
-                CacheStatus::MissUncacheable
-            } else {
-                CacheStatus::CollapsedUncacheable
-            };
-            Ok(answer::passed_through(answer, status))
-        }
-        LoadOutcome::Failed(error) => {
-            let status = if leader {
-                CacheStatus::MissUncacheable
-            } else {
-                CacheStatus::CollapsedUncacheable
-            };
-            Ok(ProxyError::Upstream(Arc::clone(error)).into_response_with(status))
-        }
-        LoadOutcome::Panicked => Err(ProxyError::Internal),
-    }
+    let (stored, uncacheable) = if leader {
+        (CacheStatus::MissStored, CacheStatus::MissUncacheable)
+    } else {
+        (CacheStatus::Collapsed, CacheStatus::CollapsedUncacheable)
+    };
+    let failed = matches!(&*outcome, LoadOutcome::Failed(_));
+    shared.metrics.request(match (failed, leader) {
+        (true, _) => Outcome::Error,
+        (false, true) => Outcome::Miss,
+        (false, false) => Outcome::Collapsed,
+    });
+    Ok(match &*outcome {
+        LoadOutcome::Stored(token) => answer::cached(token, now, stored),
+        LoadOutcome::PassThrough(answer) => answer::passed_through(answer, uncacheable),
+        LoadOutcome::FailedAnswer(answer) => answer::failed(answer, uncacheable),
+        LoadOutcome::Failed(error) => error.clone().into_response_with(uncacheable),
+    })
 }
 
-/// A request that may not be cached goes upstream as it came, once, and
-/// its answer comes back as it came.
+/// A request that may not be cached goes upstream as it came, once (an
+/// authorization code is single-use, so it is never retried), and its
+/// answer comes back as it came.
 async fn bypass(
     route: &Route,
     query: Option<&str>,
@@ -147,23 +139,20 @@ async fn bypass(
     body: Bytes,
 ) -> Result<Response, ProxyError> {
     let shared = &route.shared;
-    let started = tokio::time::Instant::now();
-    let result = shared
+    let request = FetchRequest {
+        query: query.map(str::to_owned),
+        headers: tokencache_upstream::forwardable_headers(headers),
+        body,
+    };
+    let deadline = tokio::time::Instant::now() + shared.load_deadline;
+    let answer = route
         .upstream
-        .send(UpstreamRequest {
-            url: &route.upstream,
-            query,
-            headers: tokencache_upstream::forwardable_headers(headers),
-            body,
-        })
-        .await;
-    shared
-        .metrics
-        .upstream(result.as_ref().ok().map(|a| a.status), started.elapsed());
-    let answer = result.map_err(|error| {
-        tracing::warn!(route = %route.path, %error, "token endpoint failed on a pass-through request");
-        ProxyError::Upstream(Arc::new(error))
-    })?;
+        .send_once(&request, deadline, &is_failed_pass_through, &route.observer)
+        .await
+        .map_err(|error| {
+            tracing::warn!(route = %route.path, %error, "pass-through request failed");
+            ProxyError::from_fetch(error)
+        })?;
     shared.metrics.request(Outcome::Bypass);
     Ok(answer::passed_through(&answer, CacheStatus::Bypass))
 }

@@ -47,6 +47,8 @@ mod error;
 mod flight;
 mod handler;
 mod metrics;
+mod negative;
+mod observe;
 mod proxy;
 mod server;
 
@@ -54,4 +56,5 @@ pub use config::{ConfigError, ProxyConfig, RouteConfig};
 pub use error::ProxyError;
 pub use proxy::Proxy;
 pub use server::serve;
-pub use tokencache_upstream::UpstreamConfig;
+pub use tokencache_core::Backoff;
+pub use tokencache_upstream::{BreakerConfig, BudgetConfig, ResilienceConfig, UpstreamConfig};

@@ -1,6 +1,7 @@
 //! The proxy's metrics: handles registered once, so the hit path only adds
 //! to an atomic.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use metrics::{
@@ -34,6 +35,8 @@ pub(crate) enum Outcome {
     Collapsed,
     /// Not cacheable; passed through.
     Bypass,
+    /// Answered from the negative cache.
+    Negative,
     /// Answered with an error of the proxy's own.
     Error,
 }
@@ -43,7 +46,7 @@ pub(crate) enum Outcome {
 #[derive(Debug, Clone)]
 pub(crate) struct ProxyMetrics {
     handle: PrometheusHandle,
-    outcomes: [Counter; 6],
+    outcomes: [Counter; 7],
     upstream_2xx: Counter,
     upstream_3xx: Counter,
     upstream_4xx: Counter,
@@ -52,8 +55,17 @@ pub(crate) struct ProxyMetrics {
     upstream_latency: Histogram,
     refreshes_ok: Counter,
     refreshes_failed: Counter,
+    retries_transport: Counter,
+    retries_answer: Counter,
+    throttled: Counter,
+    budget_waits: Counter,
+    budget_wait_micros: Counter,
+    budget_rejections: Counter,
+    negative_hits: Counter,
+    breaker_rejections: Counter,
     entries: Gauge,
     bytes: Gauge,
+    recorder: Arc<PrometheusRecorder>,
 }
 
 impl ProxyMetrics {
@@ -85,6 +97,7 @@ impl ProxyMetrics {
                 outcome("collapsed"),
                 outcome("bypass"),
                 outcome("error"),
+                outcome("negative"),
             ],
             upstream_2xx: upstream("2xx"),
             upstream_3xx: upstream("3xx"),
@@ -95,10 +108,72 @@ impl ProxyMetrics {
                 .register_histogram(&Key::from_name(UPSTREAM_LATENCY), &METADATA),
             refreshes_ok: refresh("ok"),
             refreshes_failed: refresh("failed"),
+            retries_transport: counter(
+                &recorder,
+                "tokencache_upstream_retries_total",
+                "reason",
+                "transport",
+            ),
+            retries_answer: counter(
+                &recorder,
+                "tokencache_upstream_retries_total",
+                "reason",
+                "answer",
+            ),
+            throttled: plain_counter(&recorder, "tokencache_upstream_throttled_total"),
+            budget_waits: plain_counter(&recorder, "tokencache_budget_waits_total"),
+            budget_wait_micros: plain_counter(
+                &recorder,
+                "tokencache_budget_wait_microseconds_total",
+            ),
+            budget_rejections: plain_counter(&recorder, "tokencache_budget_rejections_total"),
+            negative_hits: plain_counter(&recorder, "tokencache_negative_cache_hits_total"),
+            breaker_rejections: plain_counter(&recorder, "tokencache_breaker_rejections_total"),
             entries: recorder
                 .register_gauge(&Key::from_name("tokencache_cache_entries"), &METADATA),
             bytes: recorder.register_gauge(&Key::from_name("tokencache_cache_bytes"), &METADATA),
+            recorder: Arc::new(recorder),
         }
+    }
+
+    /// The breaker-state gauge of one route (0 closed, 1 open, 2 half-open).
+    pub(crate) fn breaker_gauge(&self, route: &str) -> Gauge {
+        let key = Key::from_parts(
+            "tokencache_breaker_state",
+            vec![Label::new("route", route.to_owned())],
+        );
+        self.recorder.register_gauge(&key, &METADATA)
+    }
+
+    pub(crate) fn retry(&self, transport: bool) {
+        if transport {
+            self.retries_transport.increment(1);
+        } else {
+            self.retries_answer.increment(1);
+        }
+    }
+
+    pub(crate) fn throttled(&self) {
+        self.throttled.increment(1);
+    }
+
+    pub(crate) fn budget_wait(&self, waited: Duration) {
+        self.budget_waits.increment(1);
+        // Counters are integers: whole microseconds.
+        self.budget_wait_micros
+            .increment(u64::try_from(waited.as_micros()).unwrap_or(u64::MAX));
+    }
+
+    pub(crate) fn budget_rejected(&self) {
+        self.budget_rejections.increment(1);
+    }
+
+    pub(crate) fn negative_hit(&self) {
+        self.negative_hits.increment(1);
+    }
+
+    pub(crate) fn breaker_rejected(&self) {
+        self.breaker_rejections.increment(1);
     }
 
     pub(crate) fn request(&self, outcome: Outcome) {
@@ -109,6 +184,7 @@ impl ProxyMetrics {
             Outcome::Collapsed => 3,
             Outcome::Bypass => 4,
             Outcome::Error => 5,
+            Outcome::Negative => 6,
         };
         self.outcomes[index].increment(1);
     }
@@ -159,12 +235,16 @@ fn counter(
     recorder.register_counter(&key, &METADATA)
 }
 
+fn plain_counter(recorder: &PrometheusRecorder, name: &'static str) -> Counter {
+    recorder.register_counter(&Key::from_name(name), &METADATA)
+}
+
 fn describe(recorder: &PrometheusRecorder) {
     let help = |text: &'static str| SharedString::from(text);
     recorder.describe_counter(
         KeyName::from_const_str("tokencache_requests_total"),
         Some(Unit::Count),
-        help("Token requests by outcome: hit, miss, stale (served while refreshing), collapsed (waited for another caller's fetch), bypass (not cacheable), error."),
+        help("Token requests by outcome: hit, miss, stale (served while refreshing), collapsed (waited for another caller's fetch), bypass (not cacheable), error, negative (a remembered client error)."),
     );
     recorder.describe_counter(
         KeyName::from_const_str("tokencache_upstream_requests_total"),
@@ -180,6 +260,46 @@ fn describe(recorder: &PrometheusRecorder) {
         KeyName::from_const_str("tokencache_refreshes_total"),
         Some(Unit::Count),
         help("Background refreshes of aging tokens by result."),
+    );
+    recorder.describe_counter(
+        KeyName::from_const_str("tokencache_upstream_retries_total"),
+        Some(Unit::Count),
+        help("Upstream attempts retried, by reason: transport (no answer) or answer (throttled, 5xx, not a token)."),
+    );
+    recorder.describe_counter(
+        KeyName::from_const_str("tokencache_upstream_throttled_total"),
+        Some(Unit::Count),
+        help("Upstream answers that were throttles (429, or Cognito's TooManyRequestsException)."),
+    );
+    recorder.describe_counter(
+        KeyName::from_const_str("tokencache_budget_waits_total"),
+        Some(Unit::Count),
+        help("Upstream requests that queued for the request budget."),
+    );
+    recorder.describe_counter(
+        KeyName::from_const_str("tokencache_budget_wait_microseconds_total"),
+        Some(Unit::Microseconds),
+        help("Time spent queuing for the request budget, in microseconds."),
+    );
+    recorder.describe_counter(
+        KeyName::from_const_str("tokencache_budget_rejections_total"),
+        Some(Unit::Count),
+        help("Requests refused because no budget slot was free before their deadline (callers get 503)."),
+    );
+    recorder.describe_counter(
+        KeyName::from_const_str("tokencache_negative_cache_hits_total"),
+        Some(Unit::Count),
+        help("Requests answered from the negative cache (a remembered invalid_client, invalid_scope or unauthorized_client)."),
+    );
+    recorder.describe_counter(
+        KeyName::from_const_str("tokencache_breaker_rejections_total"),
+        Some(Unit::Count),
+        help("Requests failed fast because a circuit breaker was open."),
+    );
+    recorder.describe_gauge(
+        KeyName::from_const_str("tokencache_breaker_state"),
+        None,
+        help("Circuit breaker state per route: 0 closed, 1 open, 2 half-open."),
     );
     recorder.describe_gauge(
         KeyName::from_const_str("tokencache_cache_entries"),

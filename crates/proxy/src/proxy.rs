@@ -2,17 +2,20 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use axum::Router;
 use axum::routing::post;
 use tokencache_core::{Clock, FreshnessPolicy, HmacKey, KeyDeriver};
 use tokencache_memory_store::MemoryStore;
-use tokencache_upstream::{UpstreamClient, Url};
+use tokencache_upstream::{Upstream, UpstreamClient};
 
 use crate::config::{ConfigError, ProxyConfig};
 use crate::error::ProxyError;
 use crate::flight::Flights;
 use crate::metrics::{Outcome, ProxyMetrics};
+use crate::negative::NegativeCache;
+use crate::observe::RouteObserver;
 use crate::{admin, handler};
 
 /// State every route shares.
@@ -20,11 +23,12 @@ pub(crate) struct Shared {
     pub(crate) store: MemoryStore,
     pub(crate) deriver: KeyDeriver,
     pub(crate) clock: Arc<dyn Clock>,
-    pub(crate) upstream: UpstreamClient,
     pub(crate) flights: Flights,
     pub(crate) metrics: ProxyMetrics,
     pub(crate) policy: FreshnessPolicy,
     pub(crate) max_body_bytes: usize,
+    pub(crate) load_deadline: Duration,
+    pub(crate) negative: NegativeCache,
     pub(crate) ready: AtomicBool,
 }
 
@@ -32,7 +36,9 @@ pub(crate) struct Shared {
 pub(crate) struct Route {
     /// The proxy path, part of every cache key of this route.
     pub(crate) path: Box<str>,
-    pub(crate) upstream: Url,
+    /// The token endpoint with its budget, breaker and retries.
+    pub(crate) upstream: Upstream,
+    pub(crate) observer: RouteObserver,
     pub(crate) shared: Arc<Shared>,
 }
 
@@ -66,24 +72,36 @@ impl Proxy {
     pub fn new(config: ProxyConfig, clock: Arc<dyn Clock>) -> Result<Self, ConfigError> {
         config.validate()?;
         let hmac_key = config.hmac_key.unwrap_or_else(HmacKey::random);
+        let client = UpstreamClient::new(&config.upstream)?;
         let shared = Arc::new(Shared {
             store: MemoryStore::new(config.cache_max_bytes),
             deriver: KeyDeriver::new(&hmac_key),
-            clock,
-            upstream: UpstreamClient::new(&config.upstream)?,
+            clock: Arc::clone(&clock),
             flights: Flights::new(config.refresh_retry_base, config.refresh_retry_cap),
             metrics: ProxyMetrics::new(),
             policy: config.freshness,
             max_body_bytes: config.max_body_bytes,
+            load_deadline: config.load_deadline,
+            negative: NegativeCache::new(config.negative_ttl),
             ready: AtomicBool::new(true),
         });
         let routes = config
             .routes
             .into_iter()
             .map(|route| {
+                let observer = RouteObserver {
+                    metrics: shared.metrics.clone(),
+                    breaker: shared.metrics.breaker_gauge(&route.path),
+                };
                 Arc::new(Route {
+                    upstream: Upstream::new(
+                        route.upstream,
+                        client.clone(),
+                        &config.resilience,
+                        Arc::clone(&clock),
+                    ),
                     path: route.path.into_boxed_str(),
-                    upstream: route.upstream,
+                    observer,
                     shared: Arc::clone(&shared),
                 })
             })
@@ -141,6 +159,7 @@ impl Proxy {
         let now = self.shared.clock.now();
         let removed = self.shared.store.remove_expired(now);
         self.shared.flights.prune(now);
+        self.shared.negative.prune(now);
         self.shared.metrics.upkeep();
         if removed > 0 {
             tracing::debug!(removed, "dropped expired tokens");

@@ -433,7 +433,17 @@ async fn body_at_the_limit_is_accepted() {
 
 #[tokio::test]
 async fn wrong_secret_is_passed_through_and_never_cached() {
-    let (idp, proxy) = setup().await;
+    // With the negative cache off, every wrong-secret request goes upstream
+    // (the negative cache's own behaviour is tested in resilience.rs).
+    let clock = ManualClock::starting_now();
+    let idp = MockIdpServer::start_with(MockIdp::with_clock(
+        MockIdpConfig::default(),
+        Arc::new(clock.clone()),
+    ))
+    .await;
+    let mut config = ProxyServer::config_for(&idp);
+    config.negative_ttl = std::time::Duration::ZERO;
+    let proxy = ProxyServer::start(config, clock).await;
     for attempt in 1..=3 {
         let response = proxy.token_request("demo-client", "wrong", CC).await;
         assert_eq!(response.status(), 400);

@@ -167,11 +167,19 @@ async fn render(reply: Reply) -> Response {
     }
 }
 
+/// A route with retries, the circuit breaker and the negative cache off,
+/// so each request makes exactly one upstream exchange (those features are
+/// tested in resilience.rs).
 fn route_to(url: &str) -> ProxyConfig {
-    ProxyConfig::new(vec![RouteConfig {
+    let mut config = ProxyConfig::new(vec![RouteConfig {
         path: "/oauth2/token".into(),
         upstream: url.parse().unwrap(),
-    }])
+    }]);
+    config.resilience.backoff =
+        tokencache_proxy::Backoff::new(Duration::from_millis(10), Duration::from_millis(10), 1);
+    config.resilience.breaker.failure_threshold = 0;
+    config.negative_ttl = Duration::ZERO;
+    config
 }
 
 async fn proxy_for(upstream: &Upstream) -> ProxyServer {
@@ -376,24 +384,46 @@ async fn throttle_with_retry_after_is_passed_through() {
     assert_passed_through_uncached(reply, JSON, &[("retry-after", "7")]).await;
 }
 
+/// Sends the same cacheable request twice; both times the upstream is asked,
+/// and its failed answer, which is not an OAuth error, is replaced by one
+/// with `status`, keeping `Retry-After`.
+async fn assert_replaced_by_an_oauth_error(reply: Reply, status: u16) {
+    let upstream = Upstream::start(reply).await;
+    let proxy = proxy_for(&upstream).await;
+    for attempt in 1..=2 {
+        let response = proxy.token_request("app", "app-secret", CC).await;
+        assert_eq!(
+            cache_status(&response),
+            "tokencache; fwd=miss; detail=uncacheable"
+        );
+        assert_unavailable(response, status).await;
+        assert_eq!(
+            upstream.count(),
+            attempt,
+            "attempt {attempt} was not sent upstream"
+        );
+        assert_eq!(proxy.proxy.cached_entries(), 0);
+    }
+}
+
 #[tokio::test]
-async fn service_unavailable_text_is_passed_through() {
+async fn service_unavailable_text_becomes_an_oauth_error_with_its_status() {
     let reply = Reply::new(
         503,
         &[("content-type", "text/plain; charset=utf-8")],
         b"down for maintenance\n",
     );
-    assert_passed_through_uncached(reply, "text/plain; charset=utf-8", &[]).await;
+    assert_replaced_by_an_oauth_error(reply, 503).await;
 }
 
 #[tokio::test]
-async fn ok_html_is_passed_through() {
+async fn ok_html_becomes_a_bad_gateway_oauth_error() {
     let reply = Reply::new(
         200,
         &[("content-type", "text/html")],
         b"<html><body>login here</body></html>",
     );
-    assert_passed_through_uncached(reply, "text/html", &[]).await;
+    assert_replaced_by_an_oauth_error(reply, 502).await;
 }
 
 #[tokio::test]
@@ -412,13 +442,13 @@ async fn ok_json_with_zero_expires_in_is_passed_through() {
 }
 
 #[tokio::test]
-async fn ok_garbage_token_answer_is_passed_through_byte_for_byte() {
+async fn ok_garbage_token_answer_becomes_a_bad_gateway_oauth_error() {
     let reply = Reply::new(
         200,
         &[("content-type", JSON), ("x-upstream", "1")],
         b"\x00\xff{\"access_token\":\"t1\",\"expires_in\":300\x7f not json",
     );
-    assert_passed_through_uncached(reply, JSON, &[("x-upstream", "1")]).await;
+    assert_replaced_by_an_oauth_error(reply, 502).await;
 }
 
 // ---- Other grants bypass the cache ---------------------------------------

@@ -1,4 +1,11 @@
-//! The HTTP client tokencache uses to reach a token endpoint.
+//! The HTTP client tokencache uses to reach a token endpoint, and the
+//! resilience around it.
+//!
+//! [`Upstream`] is one token endpoint behind a [`RequestBudget`] (a token
+//! bucket shared by every key, where background refreshes yield to waiting
+//! callers), a [`CircuitBreaker`] (fail fast after consecutive failures,
+//! then one probe at a time) and retries with exponential backoff and full
+//! jitter that honour `Retry-After` and the caller's deadline.
 //!
 //! One pooled [`reqwest`] client per process (HTTP/1.1 and HTTP/2 by ALPN,
 //! rustls with the platform's roots plus an optional private CA), with
@@ -32,11 +39,19 @@
 //!
 //! This crate has no feature flags.
 
+mod breaker;
+mod budget;
 mod client;
 mod error;
 mod headers;
+mod resilient;
 
+pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker, Permit};
+pub use budget::{BudgetConfig, Grant, Priority, RequestBudget};
 pub use client::{UpstreamClient, UpstreamConfig, UpstreamRequest, UpstreamResponse};
 pub use error::UpstreamError;
 pub use headers::{forwardable_headers, strip_hop_by_hop};
 pub use reqwest::Url;
+pub use resilient::{
+    FetchError, FetchRequest, NoObserver, Observer, ResilienceConfig, RetryReason, Upstream,
+};

@@ -1,0 +1,289 @@
+//! One upstream with its resilience: request budget, circuit breaker and
+//! retries with exponential backoff and full jitter.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode, header};
+use reqwest::Url;
+use tokencache_core::{Backoff, Clock, parse_retry_after};
+use tokio::time::Instant;
+
+use crate::breaker::{BreakerConfig, BreakerState, CircuitBreaker};
+use crate::budget::{BudgetConfig, Priority, RequestBudget};
+use crate::client::{UpstreamClient, UpstreamRequest, UpstreamResponse};
+use crate::error::UpstreamError;
+
+/// How an upstream is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct ResilienceConfig {
+    /// Retry delays and the attempt limit.
+    pub backoff: Backoff,
+    /// The request budget.
+    pub budget: BudgetConfig,
+    /// The circuit breaker.
+    pub breaker: BreakerConfig,
+}
+
+/// Why an attempt is retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryReason {
+    /// No answer (connect error, timeout, broken connection).
+    Transport,
+    /// An answer worth retrying (throttled, 5xx, not a token).
+    Answer(StatusCode),
+}
+
+/// What the resilience layer did, for metrics. Every method has an empty
+/// default.
+pub trait Observer: Send + Sync {
+    /// An attempt went upstream: its status (`None`: no answer) and time.
+    fn attempt(&self, _status: Option<StatusCode>, _elapsed: Duration) {}
+    /// A retry is about to wait.
+    fn retry(&self, _reason: RetryReason) {}
+    /// A request waited for the budget.
+    fn budget_wait(&self, _waited: Duration) {}
+    /// A request was refused by the budget.
+    fn budget_rejected(&self) {}
+    /// The breaker's state after an attempt.
+    fn breaker(&self, _state: BreakerState) {}
+}
+
+/// An observer that records nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoObserver;
+
+impl Observer for NoObserver {}
+
+/// A request to send, owned so that it can be sent again.
+#[derive(Debug, Clone)]
+pub struct FetchRequest {
+    /// The caller's query string.
+    pub query: Option<String>,
+    /// Headers, already filtered by
+    /// [`forwardable_headers`](crate::forwardable_headers).
+    pub headers: HeaderMap,
+    /// The form body.
+    pub body: Bytes,
+}
+
+/// Why a fetch produced no answer to pass on.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FetchError {
+    /// The last attempt got no answer.
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    /// The request budget had no slot before the deadline.
+    #[error("the token endpoint's request budget is exhausted")]
+    BudgetExhausted {
+        /// When a slot could be free.
+        retry_after: Duration,
+    },
+    /// The circuit breaker is open.
+    #[error("the token endpoint is failing; requests are paused")]
+    CircuitOpen {
+        /// When the breaker lets a probe through.
+        retry_after: Duration,
+    },
+}
+
+impl FetchError {
+    /// How long the caller should wait before trying again, if known.
+    #[must_use]
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::BudgetExhausted { retry_after } | Self::CircuitOpen { retry_after } => {
+                Some(*retry_after)
+            }
+            Self::Upstream(_) => None,
+        }
+    }
+}
+
+/// One token endpoint: its URL, budget and breaker, over a shared client.
+#[derive(Debug)]
+pub struct Upstream {
+    url: Url,
+    client: UpstreamClient,
+    budget: RequestBudget,
+    breaker: CircuitBreaker,
+    backoff: Backoff,
+    /// Wall-clock time, for `Retry-After` dates.
+    clock: Arc<dyn Clock>,
+}
+
+impl Upstream {
+    /// An upstream at `url`.
+    #[must_use]
+    pub fn new(
+        url: Url,
+        client: UpstreamClient,
+        config: &ResilienceConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            url,
+            client,
+            budget: RequestBudget::new(config.budget),
+            breaker: CircuitBreaker::new(config.breaker),
+            backoff: config.backoff,
+            clock,
+        }
+    }
+
+    /// The token endpoint.
+    #[must_use]
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+
+    /// The breaker's state now.
+    #[must_use]
+    pub fn breaker_state(&self) -> BreakerState {
+        self.breaker.state(Instant::now())
+    }
+
+    /// Sends `request`, retrying while `is_failure` says an answer is worth
+    /// retrying (and on transport errors), within the attempt limit and
+    /// `deadline`. Every attempt takes a budget slot and a breaker permit.
+    ///
+    /// When the retries run out, the last answer is returned as an answer
+    /// (the caller decides what to show), or the last transport error.
+    ///
+    /// # Errors
+    /// [`FetchError`] when no answer came, or the budget or breaker refused
+    /// the first attempt.
+    pub async fn fetch(
+        &self,
+        request: &FetchRequest,
+        priority: Priority,
+        deadline: Instant,
+        is_failure: &(dyn Fn(&UpstreamResponse) -> bool + Sync),
+        observer: &dyn Observer,
+    ) -> Result<UpstreamResponse, FetchError> {
+        let mut attempts = 0u32;
+        let mut previous: Option<Result<Attempt, FetchError>> = None;
+        loop {
+            let result = self
+                .attempt(request, priority, deadline, is_failure, observer)
+                .await;
+            attempts += 1;
+            let (reason, retry_after) = match &result {
+                Ok(Attempt::Answer(_)) => return result.map(Attempt::into_answer),
+                Ok(Attempt::Failed(answer)) => {
+                    (RetryReason::Answer(answer.status), self.retry_after(answer))
+                }
+                Err(FetchError::Upstream(error)) if error.is_retryable() => {
+                    (RetryReason::Transport, None)
+                }
+                // Refused by the budget or the breaker on a retry: the
+                // previous attempt's result says more than the refusal.
+                Err(_) => return previous.unwrap_or(result).map(Attempt::into_answer),
+            };
+            if !self.backoff.may_retry(attempts) {
+                return result.map(Attempt::into_answer);
+            }
+            let delay =
+                self.backoff
+                    .delay_honouring(attempts - 1, rand::random::<f64>(), retry_after);
+            if Instant::now() + delay >= deadline {
+                return result.map(Attempt::into_answer);
+            }
+            observer.retry(reason);
+            tokio::time::sleep(delay).await;
+            previous = Some(result);
+        }
+    }
+
+    /// The wait an answer asks for with `Retry-After`.
+    fn retry_after(&self, answer: &UpstreamResponse) -> Option<Duration> {
+        let value = answer.headers.get(header::RETRY_AFTER)?;
+        parse_retry_after(value.as_bytes(), self.clock.now())
+    }
+
+    /// Sends `request` once (for requests that must not be repeated, such
+    /// as an authorization-code exchange), through the budget and breaker.
+    ///
+    /// # Errors
+    /// [`FetchError`] when no answer came or the budget or breaker refused.
+    pub async fn send_once(
+        &self,
+        request: &FetchRequest,
+        deadline: Instant,
+        is_failure: &(dyn Fn(&UpstreamResponse) -> bool + Sync),
+        observer: &dyn Observer,
+    ) -> Result<UpstreamResponse, FetchError> {
+        self.attempt(request, Priority::Caller, deadline, is_failure, observer)
+            .await
+            .map(Attempt::into_answer)
+    }
+
+    async fn attempt(
+        &self,
+        request: &FetchRequest,
+        priority: Priority,
+        deadline: Instant,
+        is_failure: &(dyn Fn(&UpstreamResponse) -> bool + Sync),
+        observer: &dyn Observer,
+    ) -> Result<Attempt, FetchError> {
+        let permit = self
+            .breaker
+            .admit(Instant::now())
+            .map_err(|retry_after| FetchError::CircuitOpen { retry_after })?;
+        match self.budget.acquire(priority, deadline).await {
+            Ok(waited) if !waited.is_zero() => observer.budget_wait(waited),
+            Ok(_) => {}
+            Err(retry_after) => {
+                observer.budget_rejected();
+                // Not the upstream's fault: leave the breaker as it was.
+                self.breaker.record(permit, true, Instant::now());
+                return Err(FetchError::BudgetExhausted { retry_after });
+            }
+        }
+        let started = Instant::now();
+        let remaining = deadline.saturating_duration_since(started);
+        let sent = tokio::time::timeout(
+            remaining,
+            self.client.send(UpstreamRequest {
+                url: &self.url,
+                query: request.query.as_deref(),
+                headers: request.headers.clone(),
+                body: request.body.clone(),
+            }),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(UpstreamError::Timeout(
+                "the caller's deadline passed".into(),
+            ))
+        });
+        let now = Instant::now();
+        observer.attempt(sent.as_ref().ok().map(|a| a.status), now - started);
+        let outcome = match sent {
+            Ok(answer) if is_failure(&answer) => Ok(Attempt::Failed(answer)),
+            Ok(answer) => Ok(Attempt::Answer(answer)),
+            Err(error) => Err(FetchError::Upstream(error)),
+        };
+        let healthy = matches!(outcome, Ok(Attempt::Answer(_)))
+            || matches!(&outcome, Err(FetchError::Upstream(e)) if !e.is_retryable());
+        self.breaker.record(permit, healthy, now);
+        observer.breaker(self.breaker.state(now));
+        outcome
+    }
+}
+
+/// One attempt's answer: good to pass on, or a failure worth retrying.
+enum Attempt {
+    Answer(UpstreamResponse),
+    Failed(UpstreamResponse),
+}
+
+impl Attempt {
+    fn into_answer(self) -> UpstreamResponse {
+        match self {
+            Self::Answer(answer) | Self::Failed(answer) => answer,
+        }
+    }
+}
