@@ -10,6 +10,8 @@
 //!   decides when it is fresh, aging (served while a refresh runs) or expired.
 //! - [`Backoff`] and [`AnswerClass`] decide when and how soon an upstream
 //!   answer is worth retrying.
+//! - [`SharedStore`] is the contract of the shared stores (Redis,
+//!   DynamoDB), and [`KeyRing`] seals what goes into them with AES-256-GCM.
 //! - [`Clock`] is the one source of time, so expiry logic is tested on a
 //!   manual clock without sleeping.
 //!
@@ -58,7 +60,9 @@ mod form;
 mod freshness;
 mod key;
 mod request;
+mod seal;
 mod secret;
+mod store;
 mod token;
 
 pub use backoff::{Backoff, http_date, parse_retry_after};
@@ -67,5 +71,7 @@ pub use clock::{Clock, SystemClock, UnixMillis};
 pub use freshness::{Freshness, FreshnessPolicy, MinRemaining, PolicyError, Schedule};
 pub use key::{CacheKey, Fingerprint, KeyDeriver};
 pub use request::{CredentialSource, RequestError, TokenRequest};
+pub use seal::{EncryptionKey, KeyRing, SealError};
 pub use secret::{ClientSecret, HmacKey};
-pub use token::{CachedToken, Uncacheable};
+pub use store::{LeaseOwner, SharedStore, StoreError, StoreFuture, StoreKey};
+pub use token::{CachedToken, DecodeError, Uncacheable};

@@ -28,6 +28,21 @@ pub enum Uncacheable {
     LifetimeTooShort,
 }
 
+/// Why stored bytes are not a cached token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// Too short or an unknown format version.
+    #[error("not an encoded token entry")]
+    Malformed,
+    /// The entry can no longer be served under this policy.
+    #[error("the entry's lifetime is over")]
+    Expired,
+}
+
+/// The format version of [`CachedToken::encode`].
+const ENCODING_VERSION: u8 = 1;
+
 /// A successful token response held in the cache.
 ///
 /// The body is kept as the upstream's JSON object without `expires_in` and
@@ -136,6 +151,47 @@ impl CachedToken {
         push_decimal(&mut body, self.expires_in(now));
         body.push(b'}');
         body
+    }
+
+    /// The entry as bytes for a shared store (to be sealed: it holds the
+    /// token): version, fetch time, expiry, body. The schedule is not kept;
+    /// each reader applies its own freshness policy.
+    #[must_use]
+    pub fn encode(&self) -> zeroize::Zeroizing<Vec<u8>> {
+        let mut bytes = Vec::with_capacity(17 + self.body_prefix.len());
+        bytes.push(ENCODING_VERSION);
+        bytes.extend_from_slice(&self.fetched_at.0.to_be_bytes());
+        bytes.extend_from_slice(&self.expires_at.0.to_be_bytes());
+        bytes.extend_from_slice(&self.body_prefix);
+        zeroize::Zeroizing::new(bytes)
+    }
+
+    /// An entry from [`encode`](Self::encode)'s bytes, scheduled by `policy`.
+    ///
+    /// # Errors
+    /// [`DecodeError`] when the bytes are not an entry or it is past serving.
+    pub fn decode(bytes: &[u8], policy: &FreshnessPolicy) -> Result<Self, DecodeError> {
+        if bytes.len() < 18 || bytes[0] != ENCODING_VERSION {
+            return Err(DecodeError::Malformed);
+        }
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&bytes[1..9]);
+        let fetched_at = UnixMillis(u64::from_be_bytes(word));
+        word.copy_from_slice(&bytes[9..17]);
+        let expires_at = UnixMillis(u64::from_be_bytes(word));
+        let body_prefix: Box<[u8]> = bytes[17..].into();
+        if body_prefix.first() != Some(&b'{') {
+            return Err(DecodeError::Malformed);
+        }
+        let schedule = policy
+            .schedule(fetched_at, expires_at)
+            .ok_or(DecodeError::Expired)?;
+        Ok(Self {
+            body_prefix,
+            fetched_at,
+            expires_at,
+            schedule,
+        })
     }
 
     /// Bytes this entry holds, for the memory store's budget.
@@ -316,6 +372,29 @@ mod tests {
     }
 
     #[test]
+    fn encode_decode_round_trip() {
+        let token = parse(r#"{"access_token":"abc","expires_in":3600,"scope":"a b"}"#).unwrap();
+        let bytes = token.encode();
+        let decoded = CachedToken::decode(&bytes, &FreshnessPolicy::default()).unwrap();
+        assert_eq!(decoded, token);
+        assert_eq!(decoded.render_body(T0), token.render_body(T0));
+        // Another policy gives another schedule for the same token.
+        let eager = FreshnessPolicy::new(0.5, crate::MinRemaining::Fraction(0.1)).unwrap();
+        let rescheduled = CachedToken::decode(&bytes, &eager).unwrap();
+        assert_eq!(rescheduled.refresh_at(), T0.plus_millis(1_800_000));
+        assert_eq!(
+            CachedToken::decode(&bytes[..10], &eager),
+            Err(DecodeError::Malformed)
+        );
+        let mut other = bytes.to_vec();
+        other[0] = 9;
+        assert_eq!(
+            CachedToken::decode(&other, &eager),
+            Err(DecodeError::Malformed)
+        );
+    }
+
+    #[test]
     fn debug_hides_the_token() {
         let token = parse(r#"{"access_token":"s3cr3t","expires_in":60}"#).unwrap();
         assert!(!format!("{token:?}").contains("s3cr3t"));
@@ -348,6 +427,11 @@ mod tests {
                     prop_assert_eq!(&rendered[name], &Value::String(value.clone()));
                 }
             }
+        }
+
+        #[test]
+        fn arbitrary_encodings_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..100)) {
+            let _ = CachedToken::decode(&bytes, &FreshnessPolicy::default());
         }
 
         #[test]

@@ -20,12 +20,20 @@
 //! )?;
 //! let key = CacheKey::from_bytes([1; 32]);
 //! store.insert(key, Arc::new(token), now);
-//! assert!(store.get(&key).is_some());
+//! assert!(store.get(&key, now).is_some());
 //! assert_eq!(store.len(), 1);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! [`InProcessSharedStore`] implements the shared-store contract in
+//! memory, so proxies in one process can share tokens as a fleet does
+//! through Redis (tests, benchmarks).
+//!
 //! This crate has no feature flags.
+
+mod shared;
+
+pub use shared::InProcessSharedStore;
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -42,7 +50,16 @@ const SHARDS: usize = 64;
 /// small entries.
 const ENTRY_OVERHEAD: usize = 96;
 
-type Shard = RwLock<HashMap<CacheKey, Arc<CachedToken>, BuildHasherDefault<KeyHasher>>>;
+/// A token and the instant this tier stops handing it out: its end of
+/// service, or earlier when a shared tier behind this one should be asked
+/// again.
+#[derive(Debug, Clone)]
+struct Held {
+    token: Arc<CachedToken>,
+    until: UnixMillis,
+}
+
+type Shard = RwLock<HashMap<CacheKey, Held, BuildHasherDefault<KeyHasher>>>;
 
 /// The in-process token store.
 #[derive(Debug)]
@@ -68,28 +85,44 @@ impl MemoryStore {
         }
     }
 
-    /// The entry under `key`, whatever its freshness.
+    /// The entry under `key` if this tier still hands it out at `now`
+    /// (whatever its freshness: the caller decides what aging means).
     #[must_use]
-    pub fn get(&self, key: &CacheKey) -> Option<Arc<CachedToken>> {
+    pub fn get(&self, key: &CacheKey, now: UnixMillis) -> Option<Arc<CachedToken>> {
         self.shard(key)
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .get(key)
-            .cloned()
+            .filter(|held| now < held.until)
+            .map(|held| Arc::clone(&held.token))
     }
 
-    /// Stores `token` under `key`, replacing any entry there, and evicts if
-    /// the store is over its budget.
+    /// Stores `token` under `key` until it stops being served, replacing
+    /// any entry there, and evicts if the store is over its budget.
     pub fn insert(&self, key: CacheKey, token: Arc<CachedToken>, now: UnixMillis) {
+        let until = token.serve_until();
+        self.insert_until(key, token, until, now);
+    }
+
+    /// Stores `token` under `key`, handed out until `until` at the latest
+    /// (never past the token's end of service).
+    pub fn insert_until(
+        &self,
+        key: CacheKey,
+        token: Arc<CachedToken>,
+        until: UnixMillis,
+        now: UnixMillis,
+    ) {
         let size = entry_size(&token);
+        let until = until.min(token.serve_until());
         let replaced = self
             .shard(&key)
             .write()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(key, token);
+            .insert(key, Held { token, until });
         self.bytes.fetch_add(size, Ordering::Relaxed);
         match replaced {
-            Some(old) => self.forget(entry_size(&old), 0),
+            Some(old) => self.forget(entry_size(&old.token), 0),
             None => {
                 self.entries.fetch_add(1, Ordering::Relaxed);
             }
@@ -107,7 +140,7 @@ impl MemoryStore {
             .unwrap_or_else(PoisonError::into_inner)
             .remove(key);
         removed.is_some_and(|old| {
-            self.forget(entry_size(&old), 1);
+            self.forget(entry_size(&old.token), 1);
             true
         })
     }
@@ -117,9 +150,9 @@ impl MemoryStore {
         self.retain(|_| false)
     }
 
-    /// Removes the entries that can no longer be served at `now`; how many.
+    /// Removes the entries this tier no longer hands out at `now`; how many.
     pub fn remove_expired(&self, now: UnixMillis) -> usize {
-        self.retain(|token| token.serve_until() > now)
+        self.retain(|held| held.until > now)
     }
 
     /// The number of entries.
@@ -157,14 +190,14 @@ impl MemoryStore {
         self.entries.fetch_sub(entries, Ordering::Relaxed);
     }
 
-    fn retain(&self, mut keep: impl FnMut(&CachedToken) -> bool) -> usize {
+    fn retain(&self, mut keep: impl FnMut(&Held) -> bool) -> usize {
         let mut removed = 0;
         for shard in &self.shards {
             let mut map = shard.write().unwrap_or_else(PoisonError::into_inner);
-            map.retain(|_, token| {
-                let kept = keep(token);
+            map.retain(|_, held| {
+                let kept = keep(held);
                 if !kept {
-                    self.forget(entry_size(token), 1);
+                    self.forget(entry_size(&held.token), 1);
                     removed += 1;
                 }
                 kept
@@ -189,7 +222,7 @@ impl MemoryStore {
         let mut by_end: Vec<(UnixMillis, CacheKey)> = Vec::with_capacity(self.len());
         for shard in &self.shards {
             let map = shard.read().unwrap_or_else(PoisonError::into_inner);
-            by_end.extend(map.iter().map(|(key, token)| (token.serve_until(), *key)));
+            by_end.extend(map.iter().map(|(key, held)| (held.until, *key)));
         }
         by_end.sort_unstable();
         for (_, key) in by_end {
@@ -257,8 +290,8 @@ mod tests {
         store.insert(key(1), token(120), T0);
         assert_eq!(store.len(), 1);
         assert_eq!(store.bytes(), one);
-        assert_eq!(store.get(&key(1)).unwrap().expires_in(T0), 120);
-        assert!(store.get(&key(2)).is_none());
+        assert_eq!(store.get(&key(1), T0).unwrap().expires_in(T0), 120);
+        assert!(store.get(&key(2), T0).is_none());
         assert!(store.remove(&key(1)));
         assert!(!store.remove(&key(1)));
         assert_eq!((store.len(), store.bytes()), (0, 0));
@@ -278,19 +311,31 @@ mod tests {
         // 30 s later the short ones are expired; one more insert overflows.
         let later = T0.plus_millis(30_000);
         store.insert(key(8), token(3600), later);
-        assert!(store.get(&key(100)).is_none());
-        assert!(store.get(&key(101)).is_none());
+        assert!(store.get(&key(100), T0).is_none());
+        assert!(store.get(&key(101), T0).is_none());
         assert_eq!(store.len(), 9);
         assert!(store.bytes() <= store.max_bytes());
         // Now nothing is expired: the soonest-ending go.
         store.insert(key(9), token(7200), later);
         store.insert(key(10), token(7200), later);
         assert!(store.bytes() <= store.max_bytes());
-        assert!(store.get(&key(10)).is_some());
+        assert!(store.get(&key(10), later).is_some());
         assert!(
-            store.get(&key(0)).is_none(),
+            store.get(&key(0), later).is_none(),
             "the soonest-ending entry goes first"
         );
+    }
+
+    #[test]
+    fn a_bounded_entry_is_handed_out_until_its_bound_only() {
+        let store = MemoryStore::new(1 << 20);
+        store.insert_until(key(1), token(3600), T0.plus_millis(30_000), T0);
+        assert!(store.get(&key(1), T0.plus_millis(29_999)).is_some());
+        assert!(store.get(&key(1), T0.plus_millis(30_000)).is_none());
+        // Never past the token's own end of service.
+        store.insert_until(key(2), token(10), T0.plus_millis(60_000), T0);
+        assert!(store.get(&key(2), T0.plus_millis(9_000)).is_none());
+        assert_eq!(store.remove_expired(T0.plus_millis(30_000)), 2);
     }
 
     #[test]

@@ -35,21 +35,24 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
 
 /// Alive: the process answers.
 async fn healthz() -> Response {
-    text(StatusCode::OK, "ok\n")
+    text(StatusCode::OK, "ok\n".into())
 }
 
-/// Ready: serving, not draining for shutdown.
+/// Ready: serving, not draining for shutdown. A degraded shared store does
+/// not make the proxy unready (it still answers, from memory and upstream);
+/// the body says so for operators.
 async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
-    if shared.ready.load(Ordering::Relaxed) {
-        text(StatusCode::OK, "ready\n")
-    } else {
-        text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+    if !shared.ready.load(Ordering::Relaxed) {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "draining\n".into());
+    }
+    match shared.tier.as_ref().and_then(|tier| tier.trouble()) {
+        Some(trouble) => text(StatusCode::OK, format!("ready (degraded)\n{trouble}\n")),
+        None => text(StatusCode::OK, "ready\n".into()),
     }
 }
 
 /// Drops every cached token (after a credential leak, say).
 async fn purge(State(shared): State<Arc<Shared>>) -> Response {
-    let purged = shared.store.clear();
-    tracing::info!(purged, "cache purged");
+    let purged = crate::proxy::purge(&shared).await;
     axum::Json(serde_json::json!({ "purged": purged })).into_response()
 }

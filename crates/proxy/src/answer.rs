@@ -40,6 +40,9 @@ pub(crate) enum CacheStatus {
     Bypass,
     /// A remembered rejection of these credentials (negative cache).
     NegativeHit,
+    /// Read from the shared tier (fetched by another replica, or by this
+    /// one before the memory tier let it go).
+    SharedHit { ttl: u64 },
 }
 
 impl CacheStatus {
@@ -63,6 +66,7 @@ impl CacheStatus {
             }
             Self::Bypass => HeaderValue::from_static("tokencache; fwd=bypass"),
             Self::NegativeHit => HeaderValue::from_static("tokencache; hit; detail=negative"),
+            Self::SharedHit { ttl } => ttl_value("tokencache; hit; ttl=", ttl, "; detail=shared"),
         }
     }
 }
@@ -133,7 +137,7 @@ fn is_oauth_error(body: &[u8]) -> bool {
 }
 
 /// A plain-text answer for the admin listener.
-pub(crate) fn text(status: StatusCode, body: &'static str) -> Response {
+pub(crate) fn text(status: StatusCode, body: String) -> Response {
     let mut response = Response::new(Body::from(body));
     *response.status_mut() = status;
     response.headers_mut().insert(

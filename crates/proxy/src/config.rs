@@ -5,6 +5,8 @@ use std::time::Duration;
 use tokencache_core::{FreshnessPolicy, HmacKey};
 use tokencache_upstream::{ResilienceConfig, UpstreamConfig, Url};
 
+use crate::shared_tier::SharedStoreConfig;
+
 /// One token endpoint the proxy fronts: requests to `path` go to `upstream`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteConfig {
@@ -41,6 +43,9 @@ pub struct ProxyConfig {
     /// `unauthorized_client` answer is remembered per key; zero disables.
     /// Default 5 s.
     pub negative_ttl: Duration,
+    /// A store shared by a fleet, behind the memory tier; `None` (the
+    /// default) for memory only.
+    pub shared_store: Option<SharedStoreConfig>,
     /// The largest request body accepted. Default 16 KiB: a token request
     /// is a few hundred bytes.
     pub max_body_bytes: usize,
@@ -65,6 +70,7 @@ impl ProxyConfig {
             resilience: ResilienceConfig::default(),
             load_deadline: Duration::from_secs(15),
             negative_ttl: Duration::from_secs(5),
+            shared_store: None,
             max_body_bytes: 16 << 10,
             refresh_retry_base: Duration::from_secs(1),
             refresh_retry_cap: Duration::from_secs(30),

@@ -8,13 +8,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::future::{BoxFuture, FutureExt, Shared};
 use http::HeaderMap;
-use tokencache_core::{AnswerClass, Backoff, CacheKey, CachedToken, UnixMillis};
+use tokencache_core::{AnswerClass, Backoff, CacheKey, CachedToken, Freshness, UnixMillis};
 use tokencache_upstream::{FetchError, FetchRequest, Priority, UpstreamResponse};
 use tokio::time::Instant;
 
 use crate::error::ProxyError;
 use crate::observe::{is_failed_answer, is_not_a_token};
 use crate::proxy::Route;
+use crate::shared_tier::{Lease, Waited};
 
 /// What a fetch produced, shared by every caller that waited for it.
 #[derive(Debug)]
@@ -29,6 +30,10 @@ pub(crate) enum LoadOutcome {
     FailedAnswer(UpstreamResponse),
     /// No answer to pass on.
     Failed(ProxyError),
+    /// A token another replica fetched, read from the shared tier.
+    FromShared(Arc<CachedToken>),
+    /// A refresh left to the replica holding the key's lease.
+    Deferred,
 }
 
 /// A fetch in progress that callers can await; it runs in its own task, so
@@ -207,7 +212,7 @@ fn spawn_fetch(route: Arc<Route>, key: CacheKey, forward: Forward, purpose: Purp
             succeeded: false,
         };
         let outcome = fetch(&route, key, forward, purpose).await;
-        guard.succeeded = matches!(outcome, LoadOutcome::Stored(_));
+        guard.succeeded = matches!(outcome, LoadOutcome::Stored(_) | LoadOutcome::FromShared(_));
         if purpose == Purpose::Refresh {
             route.shared.metrics.refresh(guard.succeeded);
         }
@@ -223,9 +228,71 @@ fn spawn_fetch(route: Arc<Route>, key: CacheKey, forward: Forward, purpose: Purp
     .shared()
 }
 
-/// One upstream exchange, retried as the route's resilience allows; a
-/// cacheable answer goes into the store before the flight leaves the table.
+/// A load or refresh: through the shared tier when there is one (its
+/// entry, or its lease and then the upstream), else straight upstream.
 async fn fetch(route: &Route, key: CacheKey, forward: Forward, purpose: Purpose) -> LoadOutcome {
+    let shared = &route.shared;
+    let Some(tier) = &shared.tier else {
+        return fetch_upstream(route, key, forward, purpose).await;
+    };
+    let now = || shared.clock.now();
+    let held_here = shared.store.get(&key, now());
+    if let Some(token) = tier.read(&key, &shared.policy).await {
+        // Another replica's entry, if it is servable and (for a refresh)
+        // newer than the one being refreshed.
+        let newer = held_here
+            .as_ref()
+            .is_none_or(|held| token.fetched_at() > held.fetched_at());
+        let wanted = match purpose {
+            Purpose::Load => token.freshness(now()) != Freshness::Expired,
+            Purpose::Refresh => newer && token.freshness(now()) == Freshness::Fresh,
+        };
+        if wanted {
+            let token = Arc::new(token);
+            shared.remember(key, Arc::clone(&token), now());
+            return LoadOutcome::FromShared(token);
+        }
+    }
+    let lease_ttl = shared.load_deadline;
+    match tier.lease(&key, lease_ttl).await {
+        Lease::Held => {}
+        Lease::Unavailable => return fetch_upstream(route, key, forward, purpose).await,
+        // Another replica is refreshing this key; its token will come
+        // through the shared tier. Back off like a failed refresh.
+        Lease::Busy if purpose == Purpose::Refresh => return LoadOutcome::Deferred,
+        Lease::Busy => {
+            let deadline = Instant::now() + shared.load_deadline;
+            match tier
+                .wait_for(&key, &shared.policy, now, lease_ttl, deadline)
+                .await
+            {
+                Waited::Arrived(token) => {
+                    let token = Arc::new(token);
+                    shared.remember(key, Arc::clone(&token), now());
+                    return LoadOutcome::FromShared(token);
+                }
+                Waited::GaveUp => return fetch_upstream(route, key, forward, purpose).await,
+                Waited::LeaseTaken => {}
+            }
+        }
+    }
+    let outcome = fetch_upstream(route, key, forward, purpose).await;
+    if let LoadOutcome::Stored(token) = &outcome {
+        tier.write(&key, token).await;
+    }
+    tier.release(&key).await;
+    outcome
+}
+
+/// One upstream exchange, retried as the route's resilience allows; a
+/// cacheable answer goes into the memory tier before the flight leaves the
+/// table.
+async fn fetch_upstream(
+    route: &Route,
+    key: CacheKey,
+    forward: Forward,
+    purpose: Purpose,
+) -> LoadOutcome {
     let shared = &route.shared;
     let request = FetchRequest {
         query: forward.query,
@@ -265,7 +332,7 @@ async fn fetch(route: &Route, key: CacheKey, forward: Forward, purpose: Purpose)
         return match CachedToken::from_response(&answer.body, now, &shared.policy) {
             Ok(token) => {
                 let token = Arc::new(token);
-                shared.store.insert(key, Arc::clone(&token), now);
+                shared.remember(key, Arc::clone(&token), now);
                 shared.negative.remove(&key);
                 tracing::info!(
                     route = %route.path, client_id, key = %fingerprint, ?purpose, elapsed_ms,

@@ -54,7 +54,7 @@ async fn answer_token_request(
     }
     let key = shared.deriver.derive(&route.path, &parsed);
     let now = shared.clock.now();
-    let cached = shared.store.get(&key);
+    let cached = shared.store.get(&key, now);
     if let Some(token) = &cached
         && token.freshness(now) == Freshness::Fresh
     {
@@ -95,7 +95,7 @@ async fn load(route: &Arc<Route>, key: CacheKey, forward: Forward) -> Result<Res
         let now = shared.clock.now();
         shared
             .store
-            .get(&key)
+            .get(&key, now)
             .filter(|token| token.freshness(now) != Freshness::Expired)
     };
     let (load, leader) = match Flights::join(route, key, forward, servable) {
@@ -115,17 +115,24 @@ async fn load(route: &Arc<Route>, key: CacheKey, forward: Forward) -> Result<Res
     } else {
         (CacheStatus::Collapsed, CacheStatus::CollapsedUncacheable)
     };
-    let failed = matches!(&*outcome, LoadOutcome::Failed(_));
-    shared.metrics.request(match (failed, leader) {
-        (true, _) => Outcome::Error,
-        (false, true) => Outcome::Miss,
-        (false, false) => Outcome::Collapsed,
+    shared.metrics.request(match (&*outcome, leader) {
+        (LoadOutcome::Failed(_) | LoadOutcome::Deferred, _) => Outcome::Error,
+        (LoadOutcome::FromShared(_), _) => Outcome::Shared,
+        (_, true) => Outcome::Miss,
+        (_, false) => Outcome::Collapsed,
     });
     Ok(match &*outcome {
         LoadOutcome::Stored(token) => answer::cached(token, now, stored),
         LoadOutcome::PassThrough(answer) => answer::passed_through(answer, uncacheable),
         LoadOutcome::FailedAnswer(answer) => answer::failed(answer, uncacheable),
         LoadOutcome::Failed(error) => error.clone().into_response_with(uncacheable),
+        LoadOutcome::FromShared(token) => {
+            let ttl = answer::hit_ttl(token, now);
+            answer::cached(token, now, CacheStatus::SharedHit { ttl })
+        }
+        // Only background refreshes defer to another replica; a load that
+        // a caller waits for never does. Reaching this is a bug.
+        LoadOutcome::Deferred => return Err(ProxyError::Internal),
     })
 }
 

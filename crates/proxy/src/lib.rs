@@ -51,10 +51,12 @@ mod negative;
 mod observe;
 mod proxy;
 mod server;
+mod shared_tier;
 
 pub use config::{ConfigError, ProxyConfig, RouteConfig};
 pub use error::ProxyError;
 pub use proxy::Proxy;
 pub use server::serve;
+pub use shared_tier::SharedStoreConfig;
 pub use tokencache_core::Backoff;
 pub use tokencache_upstream::{BreakerConfig, BudgetConfig, ResilienceConfig, UpstreamConfig};

@@ -37,6 +37,8 @@ pub(crate) enum Outcome {
     Bypass,
     /// Answered from the negative cache.
     Negative,
+    /// Answered from the shared tier.
+    Shared,
     /// Answered with an error of the proxy's own.
     Error,
 }
@@ -46,7 +48,7 @@ pub(crate) enum Outcome {
 #[derive(Debug, Clone)]
 pub(crate) struct ProxyMetrics {
     handle: PrometheusHandle,
-    outcomes: [Counter; 7],
+    outcomes: [Counter; 8],
     upstream_2xx: Counter,
     upstream_3xx: Counter,
     upstream_4xx: Counter,
@@ -63,6 +65,7 @@ pub(crate) struct ProxyMetrics {
     budget_rejections: Counter,
     negative_hits: Counter,
     breaker_rejections: Counter,
+    store_unreadable: Counter,
     entries: Gauge,
     bytes: Gauge,
     recorder: Arc<PrometheusRecorder>,
@@ -98,6 +101,7 @@ impl ProxyMetrics {
                 outcome("bypass"),
                 outcome("error"),
                 outcome("negative"),
+                outcome("shared"),
             ],
             upstream_2xx: upstream("2xx"),
             upstream_3xx: upstream("3xx"),
@@ -129,6 +133,7 @@ impl ProxyMetrics {
             budget_rejections: plain_counter(&recorder, "tokencache_budget_rejections_total"),
             negative_hits: plain_counter(&recorder, "tokencache_negative_cache_hits_total"),
             breaker_rejections: plain_counter(&recorder, "tokencache_breaker_rejections_total"),
+            store_unreadable: plain_counter(&recorder, "tokencache_store_unreadable_total"),
             entries: recorder
                 .register_gauge(&Key::from_name("tokencache_cache_entries"), &METADATA),
             bytes: recorder.register_gauge(&Key::from_name("tokencache_cache_bytes"), &METADATA),
@@ -172,6 +177,22 @@ impl ProxyMetrics {
         self.negative_hits.increment(1);
     }
 
+    /// A shared-store operation failed.
+    pub(crate) fn store_error(&self, op: &'static str) {
+        let key = Key::from_parts(
+            "tokencache_store_errors_total",
+            vec![Label::from_static_parts("op", op)],
+        );
+        // Registration is idempotent; failures are rare, so the lookup is
+        // off the hit path.
+        self.recorder.register_counter(&key, &METADATA).increment(1);
+    }
+
+    /// A shared entry could not be opened (tampered, unknown key).
+    pub(crate) fn store_unreadable(&self) {
+        self.store_unreadable.increment(1);
+    }
+
     pub(crate) fn breaker_rejected(&self) {
         self.breaker_rejections.increment(1);
     }
@@ -185,6 +206,7 @@ impl ProxyMetrics {
             Outcome::Bypass => 4,
             Outcome::Error => 5,
             Outcome::Negative => 6,
+            Outcome::Shared => 7,
         };
         self.outcomes[index].increment(1);
     }
@@ -244,7 +266,7 @@ fn describe(recorder: &PrometheusRecorder) {
     recorder.describe_counter(
         KeyName::from_const_str("tokencache_requests_total"),
         Some(Unit::Count),
-        help("Token requests by outcome: hit, miss, stale (served while refreshing), collapsed (waited for another caller's fetch), bypass (not cacheable), error, negative (a remembered client error)."),
+        help("Token requests by outcome: hit, miss, stale (served while refreshing), collapsed (waited for another caller's fetch), bypass (not cacheable), error, negative (a remembered client error), shared (read from the shared store)."),
     );
     recorder.describe_counter(
         KeyName::from_const_str("tokencache_upstream_requests_total"),
@@ -295,6 +317,16 @@ fn describe(recorder: &PrometheusRecorder) {
         KeyName::from_const_str("tokencache_breaker_rejections_total"),
         Some(Unit::Count),
         help("Requests failed fast because a circuit breaker was open."),
+    );
+    recorder.describe_counter(
+        KeyName::from_const_str("tokencache_store_errors_total"),
+        Some(Unit::Count),
+        help("Shared-store operations that failed or timed out, by operation; the proxy carried on without the store."),
+    );
+    recorder.describe_counter(
+        KeyName::from_const_str("tokencache_store_unreadable_total"),
+        Some(Unit::Count),
+        help("Shared entries that could not be opened (tampered, or sealed with a key not in the ring); treated as misses."),
     );
     recorder.describe_gauge(
         KeyName::from_const_str("tokencache_breaker_state"),

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::post;
-use tokencache_core::{Clock, FreshnessPolicy, HmacKey, KeyDeriver};
+use tokencache_core::{
+    CacheKey, CachedToken, Clock, FreshnessPolicy, HmacKey, KeyDeriver, UnixMillis,
+};
 use tokencache_memory_store::MemoryStore;
 use tokencache_upstream::{Upstream, UpstreamClient};
 
@@ -16,6 +18,7 @@ use crate::flight::Flights;
 use crate::metrics::{Outcome, ProxyMetrics};
 use crate::negative::NegativeCache;
 use crate::observe::RouteObserver;
+use crate::shared_tier::SharedTier;
 use crate::{admin, handler};
 
 /// State every route shares.
@@ -29,7 +32,21 @@ pub(crate) struct Shared {
     pub(crate) max_body_bytes: usize,
     pub(crate) load_deadline: Duration,
     pub(crate) negative: NegativeCache,
+    pub(crate) tier: Option<SharedTier>,
     pub(crate) ready: AtomicBool,
+}
+
+impl Shared {
+    /// Puts a token in the memory tier: until its end of service, or for
+    /// the memory tier's time when a shared tier stands behind it.
+    pub(crate) fn remember(&self, key: CacheKey, token: Arc<CachedToken>, now: UnixMillis) {
+        match &self.tier {
+            Some(tier) => self
+                .store
+                .insert_until(key, token, now.plus(tier.l1_ttl), now),
+            None => self.store.insert(key, token, now),
+        }
+    }
 }
 
 /// One configured route.
@@ -71,18 +88,30 @@ impl Proxy {
     /// A [`ConfigError`] when the configuration is not usable.
     pub fn new(config: ProxyConfig, clock: Arc<dyn Clock>) -> Result<Self, ConfigError> {
         config.validate()?;
-        let hmac_key = config.hmac_key.unwrap_or_else(HmacKey::random);
+        // A fleet sharing a store must derive equal keys for equal
+        // requests: without an explicit key, derive it from the encryption
+        // key they share. A lone proxy's keys never leave it: random.
+        let hmac_key = match (config.hmac_key, &config.shared_store) {
+            (Some(key), _) => key,
+            (None, Some(shared)) => shared.keys.derived_hmac_key(),
+            (None, None) => HmacKey::random(),
+        };
         let client = UpstreamClient::new(&config.upstream)?;
+        let metrics = ProxyMetrics::new();
+        let tier = config
+            .shared_store
+            .map(|shared| SharedTier::new(shared, metrics.clone()));
         let shared = Arc::new(Shared {
             store: MemoryStore::new(config.cache_max_bytes),
             deriver: KeyDeriver::new(&hmac_key),
             clock: Arc::clone(&clock),
             flights: Flights::new(config.refresh_retry_base, config.refresh_retry_cap),
-            metrics: ProxyMetrics::new(),
+            metrics,
             policy: config.freshness,
             max_body_bytes: config.max_body_bytes,
             load_deadline: config.load_deadline,
             negative: NegativeCache::new(config.negative_ttl),
+            tier,
             ready: AtomicBool::new(true),
         });
         let routes = config
@@ -136,9 +165,10 @@ impl Proxy {
         admin::router(Arc::clone(&self.shared))
     }
 
-    /// Drops every cached token; how many there were.
-    pub fn purge(&self) -> usize {
-        self.shared.store.clear()
+    /// Drops every cached token, in the memory tier and the shared store;
+    /// how many the memory tier held.
+    pub async fn purge(&self) -> usize {
+        purge(&self.shared).await
     }
 
     /// The number of cached tokens.
@@ -171,4 +201,16 @@ impl Proxy {
     pub fn loads_in_flight(&self) -> usize {
         self.shared.flights.in_flight()
     }
+}
+
+/// Clears both tiers; how many entries the memory tier held.
+pub(crate) async fn purge(shared: &Shared) -> usize {
+    let purged = shared.store.clear();
+    if let Some(tier) = &shared.tier {
+        let removed = tier.clear().await;
+        tracing::info!(memory = purged, shared = ?removed, store = tier.name(), "cache purged");
+    } else {
+        tracing::info!(memory = purged, "cache purged");
+    }
+    purged
 }

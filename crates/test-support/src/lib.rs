@@ -3,6 +3,7 @@
 //! - [`ManualClock`]: time that moves only when a test moves it.
 //! - [`MockIdpServer`] and [`ProxyServer`]: the real servers on
 //!   `127.0.0.1:0`, stopped when dropped.
+//! - [`conformance::check_store`]: the contract every shared store passes.
 //!
 //! ```no_run
 //! use tokencache_test_support::{ManualClock, MockIdpServer, ProxyServer};
@@ -19,6 +20,8 @@
 //! ```
 //!
 //! This crate has no feature flags.
+
+pub mod conformance;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

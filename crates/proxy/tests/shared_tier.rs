@@ -1,0 +1,467 @@
+//! End-to-end: a fleet of proxies sharing one store (the in-process store,
+//! which keeps the same contract as Redis and DynamoDB; those stores run
+//! the same scenarios in their own crates).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokencache_core::{
+    EncryptionKey, HmacKey, KeyRing, LeaseOwner, SharedStore, StoreError, StoreFuture, StoreKey,
+    UnixMillis,
+};
+use tokencache_memory_store::InProcessSharedStore;
+use tokencache_mock_idp::{MockIdp, MockIdpConfig};
+use tokencache_proxy::{ProxyConfig, SharedStoreConfig};
+use tokencache_test_support::{ManualClock, MockIdpServer, ProxyServer};
+
+const CC: &str = "grant_type=client_credentials";
+
+fn ring(active: u8, previous: &[u8]) -> KeyRing {
+    KeyRing::new(
+        EncryptionKey::from_bytes([active; 32]),
+        previous
+            .iter()
+            .map(|b| EncryptionKey::from_bytes([*b; 32]))
+            .collect(),
+    )
+}
+
+struct Fleet {
+    idp: MockIdpServer,
+    clock: ManualClock,
+    store: InProcessSharedStore,
+}
+
+impl Fleet {
+    async fn new(latency: Duration) -> Self {
+        let clock = ManualClock::starting_now();
+        let idp = MockIdpServer::start_with(MockIdp::with_clock(
+            MockIdpConfig {
+                latency,
+                ..MockIdpConfig::default()
+            },
+            Arc::new(clock.clone()),
+        ))
+        .await;
+        let store = InProcessSharedStore::new(Arc::new(clock.clone()));
+        Self { idp, clock, store }
+    }
+
+    fn config(&self, store: Arc<dyn SharedStore>, keys: KeyRing) -> ProxyConfig {
+        let mut config = ProxyServer::config_for(&self.idp);
+        config.shared_store = Some(SharedStoreConfig::new(store, keys));
+        config
+    }
+
+    async fn replica(&self) -> ProxyServer {
+        let config = self.config(Arc::new(self.store.clone()), ring(1, &[]));
+        ProxyServer::start(config, self.clock.clone()).await
+    }
+}
+
+async fn answer_of(response: reqwest::Response) -> (u16, String, Value) {
+    let status = response.status().as_u16();
+    let cache_status = response
+        .headers()
+        .get("cache-status")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (status, cache_status, response.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn two_replicas_asked_at_once_for_a_cold_key_make_one_upstream_request() {
+    let fleet = Fleet::new(Duration::from_millis(300)).await;
+    let (a, b) = (fleet.replica().await, fleet.replica().await);
+    let (from_a, from_b) = tokio::join!(
+        a.token_request("demo-client", "demo-secret", CC),
+        b.token_request("demo-client", "demo-secret", CC),
+    );
+    let (status_a, cache_a, token_a) = answer_of(from_a).await;
+    let (status_b, cache_b, token_b) = answer_of(from_b).await;
+    assert_eq!((status_a, status_b), (200, 200));
+    assert_eq!(token_a["access_token"], token_b["access_token"]);
+    assert_eq!(fleet.idp.idp.token_requests(), 1, "{cache_a} / {cache_b}");
+    let statuses = [cache_a, cache_b];
+    let stored = statuses
+        .iter()
+        .filter(|s| *s == "tokencache; fwd=miss; stored")
+        .count();
+    let shared = statuses
+        .iter()
+        .filter(|s| s.ends_with("detail=shared"))
+        .count();
+    assert_eq!((stored, shared), (1, 1), "{statuses:?}");
+}
+
+#[tokio::test]
+async fn a_token_fetched_through_one_replica_is_served_by_another() {
+    let fleet = Fleet::new(Duration::ZERO).await;
+    let a = fleet.replica().await;
+    let (_, _, first) = answer_of(a.token_request("demo-client", "demo-secret", CC).await).await;
+    let b = fleet.replica().await;
+    let (status, cache_status, second) =
+        answer_of(b.token_request("demo-client", "demo-secret", CC).await).await;
+    assert_eq!(status, 200);
+    assert!(
+        cache_status.starts_with("tokencache; hit; ttl="),
+        "{cache_status}"
+    );
+    assert!(cache_status.ends_with("detail=shared"), "{cache_status}");
+    assert_eq!(first["access_token"], second["access_token"]);
+    // Now in B's memory tier: a plain hit.
+    let (_, cache_status, _) =
+        answer_of(b.token_request("demo-client", "demo-secret", CC).await).await;
+    assert!(!cache_status.contains("shared"), "{cache_status}");
+    assert_eq!(fleet.idp.idp.token_requests(), 1);
+}
+
+#[tokio::test]
+async fn a_restarted_replica_with_a_warm_store_asks_the_upstream_nothing() {
+    let fleet = Fleet::new(Duration::ZERO).await;
+    let a = fleet.replica().await;
+    for scope in ["api/read", "api/write", "api/read+api/write"] {
+        let body = format!("{CC}&scope={scope}");
+        assert_eq!(
+            a.token_request("demo-client", "demo-secret", &body)
+                .await
+                .status(),
+            200
+        );
+    }
+    a.shutdown().await.unwrap();
+    fleet.clock.advance(Duration::from_secs(600));
+    let restarted = fleet.replica().await;
+    for scope in ["api/read", "api/write", "api/read+api/write"] {
+        let body = format!("{CC}&scope={scope}");
+        let (status, cache_status, _) = answer_of(
+            restarted
+                .token_request("demo-client", "demo-secret", &body)
+                .await,
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert!(cache_status.contains("detail=shared"), "{cache_status}");
+    }
+    assert_eq!(fleet.idp.idp.token_requests(), 3);
+}
+
+#[tokio::test]
+async fn the_store_holds_only_sealed_bytes_under_opaque_keys() {
+    let fleet = Fleet::new(Duration::ZERO).await;
+    let a = fleet.replica().await;
+    let (_, _, token) = answer_of(a.token_request("demo-client", "demo-secret", CC).await).await;
+    let access_token = token["access_token"].as_str().unwrap();
+    let raw = fleet.store.raw_entries();
+    assert_eq!(raw.len(), 1);
+    for (key, value) in raw {
+        assert_eq!(key.len(), 64);
+        assert!(key.chars().all(|c| c.is_ascii_hexdigit()));
+        let text = String::from_utf8_lossy(&value);
+        for secret in [
+            "demo-client",
+            "demo-secret",
+            access_token,
+            "access_token",
+            "Bearer",
+        ] {
+            assert!(!text.contains(secret), "the store holds `{secret}`");
+        }
+        // Not even the JWT's segments.
+        let payload = access_token.split('.').nth(1).unwrap();
+        assert!(!text.contains(&payload[..20]));
+    }
+}
+
+#[tokio::test]
+async fn entries_sealed_with_an_old_key_are_read_after_rotation() {
+    let fleet = Fleet::new(Duration::ZERO).await;
+    let hmac = || HmacKey::from_bytes([42; 32]);
+    let mut old = fleet.config(Arc::new(fleet.store.clone()), ring(1, &[]));
+    old.hmac_key = Some(hmac());
+    let a = ProxyServer::start(old, fleet.clock.clone()).await;
+    let (_, _, first) = answer_of(a.token_request("demo-client", "demo-secret", CC).await).await;
+
+    let mut rotated = fleet.config(Arc::new(fleet.store.clone()), ring(2, &[1]));
+    rotated.hmac_key = Some(hmac());
+    let b = ProxyServer::start(rotated, fleet.clock.clone()).await;
+    let (_, cache_status, second) =
+        answer_of(b.token_request("demo-client", "demo-secret", CC).await).await;
+    assert!(cache_status.contains("detail=shared"), "{cache_status}");
+    assert_eq!(first["access_token"], second["access_token"]);
+
+    // A replica without the old key cannot open it: a miss, not an error.
+    let mut new_only = fleet.config(Arc::new(fleet.store.clone()), ring(2, &[]));
+    new_only.hmac_key = Some(hmac());
+    let c = ProxyServer::start(new_only, fleet.clock.clone()).await;
+    let (status, cache_status, _) =
+        answer_of(c.token_request("demo-client", "demo-secret", CC).await).await;
+    assert_eq!(
+        (status, cache_status.as_str()),
+        (200, "tokencache; fwd=miss; stored")
+    );
+    assert!(
+        c.metrics()
+            .await
+            .contains("tokencache_store_unreadable_total 1")
+    );
+}
+
+#[tokio::test]
+async fn a_tampered_entry_is_a_miss_not_an_error() {
+    let fleet = Fleet::new(Duration::ZERO).await;
+    let a = fleet.replica().await;
+    assert_eq!(
+        a.token_request("demo-client", "demo-secret", CC)
+            .await
+            .status(),
+        200
+    );
+    let (key, mut sealed) = fleet.store.raw_entries().pop().unwrap();
+    let last = sealed.len() - 1;
+    sealed[last] ^= 0x55;
+    let store_key = store_key_from_hex(&key);
+    let far = UnixMillis(u64::MAX / 2);
+    fleet.store.put(&store_key, &sealed, far).await.unwrap();
+    let b = fleet.replica().await;
+    let (status, cache_status, _) =
+        answer_of(b.token_request("demo-client", "demo-secret", CC).await).await;
+    assert_eq!(
+        (status, cache_status.as_str()),
+        (200, "tokencache; fwd=miss; stored")
+    );
+    assert!(
+        b.metrics()
+            .await
+            .contains("tokencache_store_unreadable_total 1")
+    );
+}
+
+fn store_key_from_hex(hex: &str) -> StoreKey {
+    let mut bytes = [0u8; 32];
+    for (i, byte) in bytes.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[i * 2..i * 2 + 2], 16).unwrap();
+    }
+    StoreKey::of(&tokencache_core::CacheKey::from_bytes(bytes))
+}
+
+#[tokio::test]
+async fn the_memory_tier_asks_the_store_again_after_its_ttl() {
+    let fleet = Fleet::new(Duration::ZERO).await;
+    let a = fleet.replica().await;
+    let b = fleet.replica().await;
+    let (_, _, first) = answer_of(a.token_request("demo-client", "demo-secret", CC).await).await;
+    assert_eq!(
+        b.token_request("demo-client", "demo-secret", CC)
+            .await
+            .status(),
+        200
+    );
+    // A purges everything (a revoked credential, say); B still has the
+    // token in memory for up to 30 s, then asks the store, which is empty.
+    let purged = a.http.post(a.admin_url("/purge")).send().await.unwrap();
+    assert_eq!(purged.status(), 200);
+    let (_, cache_status, _) =
+        answer_of(b.token_request("demo-client", "demo-secret", CC).await).await;
+    assert!(
+        cache_status.starts_with("tokencache; hit"),
+        "{cache_status}"
+    );
+    fleet.clock.advance(Duration::from_secs(31));
+    let (_, cache_status, fresh) =
+        answer_of(b.token_request("demo-client", "demo-secret", CC).await).await;
+    assert_eq!(cache_status, "tokencache; fwd=miss; stored");
+    assert_ne!(fresh["access_token"], first["access_token"]);
+}
+
+#[tokio::test]
+async fn a_fleet_refreshes_an_aging_key_once() {
+    let fleet = Fleet::new(Duration::from_millis(200)).await;
+    let a = fleet.replica().await;
+    let b = fleet.replica().await;
+    let (_, _, first) = answer_of(a.token_request("demo-client", "demo-secret", CC).await).await;
+    assert_eq!(
+        b.token_request("demo-client", "demo-secret", CC)
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(fleet.idp.idp.token_requests(), 1);
+    // Both replicas see the key aging at once (2800 s of 3600 s; the memory
+    // tier bound passed too, so both consult the store first).
+    fleet.clock.advance(Duration::from_secs(2800));
+    let (ra, rb) = tokio::join!(
+        a.token_request("demo-client", "demo-secret", CC),
+        b.token_request("demo-client", "demo-secret", CC),
+    );
+    for response in [ra, rb] {
+        let (status, _, body) = answer_of(response).await;
+        assert_eq!(status, 200);
+        assert!(body["access_token"].is_string());
+    }
+    // Bounded wait for the refresh, then both replicas serve the new token.
+    let mut refreshed = None;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let (_, _, body) = answer_of(a.token_request("demo-client", "demo-secret", CC).await).await;
+        if body["access_token"] != first["access_token"] {
+            refreshed = Some(body);
+            break;
+        }
+    }
+    let refreshed = refreshed.expect("refreshed within 5 s");
+    fleet.clock.advance(Duration::from_secs(31)); // past B's memory-tier bound
+    let (_, _, from_b) = answer_of(b.token_request("demo-client", "demo-secret", CC).await).await;
+    assert_eq!(from_b["access_token"], refreshed["access_token"]);
+    assert_eq!(
+        fleet.idp.idp.token_requests(),
+        2,
+        "one refresh for the fleet"
+    );
+}
+
+/// A store that fails while `down` is set, otherwise delegates.
+#[derive(Debug)]
+struct Flaky {
+    inner: InProcessSharedStore,
+    down: Arc<AtomicBool>,
+}
+
+impl Flaky {
+    fn check(&self) -> Result<(), StoreError> {
+        if self.down.load(Ordering::SeqCst) {
+            Err(StoreError::Unavailable("connection refused".into()))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl SharedStore for Flaky {
+    fn name(&self) -> &'static str {
+        "flaky"
+    }
+    fn get<'a>(&'a self, key: &'a StoreKey) -> StoreFuture<'a, Option<Vec<u8>>> {
+        match self.check() {
+            Ok(()) => self.inner.get(key),
+            Err(error) => Box::pin(async move { Err(error) }),
+        }
+    }
+    fn put<'a>(
+        &'a self,
+        key: &'a StoreKey,
+        sealed: &'a [u8],
+        at: UnixMillis,
+    ) -> StoreFuture<'a, ()> {
+        match self.check() {
+            Ok(()) => self.inner.put(key, sealed, at),
+            Err(error) => Box::pin(async move { Err(error) }),
+        }
+    }
+    fn delete<'a>(&'a self, key: &'a StoreKey) -> StoreFuture<'a, ()> {
+        match self.check() {
+            Ok(()) => self.inner.delete(key),
+            Err(error) => Box::pin(async move { Err(error) }),
+        }
+    }
+    fn try_lease<'a>(
+        &'a self,
+        key: &'a StoreKey,
+        owner: &'a LeaseOwner,
+        ttl: Duration,
+    ) -> StoreFuture<'a, bool> {
+        match self.check() {
+            Ok(()) => self.inner.try_lease(key, owner, ttl),
+            Err(error) => Box::pin(async move { Err(error) }),
+        }
+    }
+    fn release_lease<'a>(
+        &'a self,
+        key: &'a StoreKey,
+        owner: &'a LeaseOwner,
+    ) -> StoreFuture<'a, ()> {
+        match self.check() {
+            Ok(()) => self.inner.release_lease(key, owner),
+            Err(error) => Box::pin(async move { Err(error) }),
+        }
+    }
+    fn clear(&self) -> StoreFuture<'_, Option<u64>> {
+        match self.check() {
+            Ok(()) => self.inner.clear(),
+            Err(error) => Box::pin(async move { Err(error) }),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_store_outage_degrades_service_and_heals() {
+    let fleet = Fleet::new(Duration::ZERO).await;
+    let down = Arc::new(AtomicBool::new(false));
+    let flaky = Arc::new(Flaky {
+        inner: fleet.store.clone(),
+        down: Arc::clone(&down),
+    });
+    let proxy = ProxyServer::start(fleet.config(flaky, ring(1, &[])), fleet.clock.clone()).await;
+    assert_eq!(
+        proxy
+            .token_request("demo-client", "demo-secret", CC)
+            .await
+            .status(),
+        200
+    );
+
+    down.store(true, Ordering::SeqCst);
+    // Cached keys, new keys, everything still answers.
+    for scope in ["api/read", "api/write", "api/read+api/write"] {
+        for _ in 0..3 {
+            let body = format!("{CC}&scope={scope}");
+            let (status, _, body) = answer_of(
+                proxy
+                    .token_request("demo-client", "demo-secret", &body)
+                    .await,
+            )
+            .await;
+            assert_eq!(status, 200, "{body}");
+        }
+    }
+    let ready = proxy
+        .http
+        .get(proxy.admin_url("/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    let detail = ready.text().await.unwrap();
+    assert!(detail.contains("degraded"), "{detail}");
+    assert!(detail.contains("flaky"), "{detail}");
+    assert!(
+        proxy
+            .metrics()
+            .await
+            .contains("tokencache_store_errors_total")
+    );
+
+    down.store(false, Ordering::SeqCst);
+    fleet.clock.advance(Duration::from_secs(31));
+    let (status, _, _) = answer_of(
+        proxy
+            .token_request(
+                "demo-client",
+                "demo-secret",
+                &format!("{CC}&scope=api/write"),
+            )
+            .await,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let ready = proxy
+        .http
+        .get(proxy.admin_url("/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.text().await.unwrap(), "ready\n");
+}
