@@ -48,6 +48,10 @@ pub enum ProxyError {
     /// that are not tokens) and its last answer is not an OAuth error.
     #[error("the token endpoint answered {0}")]
     FailedAnswer(StatusCode),
+    /// The request took longer than the request timeout (a client sending
+    /// its body too slowly, say).
+    #[error("the request took too long")]
+    RequestTimeout,
     /// A bug: a fetch task panicked. Logged; the caller sees a 500.
     #[error("internal error")]
     Internal,
@@ -72,6 +76,7 @@ impl ProxyError {
             Self::InvalidRequest(_) | Self::BodyUnreadable => StatusCode::BAD_REQUEST,
             Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::NotFound => StatusCode::NOT_FOUND,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Upstream(error) if error.is_timeout() => StatusCode::GATEWAY_TIMEOUT,
             Self::Upstream(_) => StatusCode::BAD_GATEWAY,

@@ -52,11 +52,13 @@ mod observe;
 mod proxy;
 mod server;
 mod shared_tier;
+mod tls;
 
 pub use config::{ConfigError, ProxyConfig, RouteConfig};
 pub use error::ProxyError;
 pub use proxy::Proxy;
-pub use server::serve;
+pub use server::{Limits, ServeOptions, serve, serve_with};
 pub use shared_tier::SharedStoreConfig;
+pub use tls::{ReloadableTls, TlsFiles};
 pub use tokencache_core::Backoff;
 pub use tokencache_upstream::{BreakerConfig, BudgetConfig, ResilienceConfig, UpstreamConfig};

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
+use axum::response::IntoResponse;
 use axum::routing::post;
 use tokencache_core::{
     CacheKey, CachedToken, Clock, FreshnessPolicy, HmacKey, KeyDeriver, UnixMillis,
@@ -158,6 +159,26 @@ impl Proxy {
                 wrong_method.metrics.request(Outcome::Error);
                 ProxyError::MethodNotAllowed
             })
+    }
+
+    /// [`router`](Self::router) with every request bounded by `timeout`
+    /// (a client that trickles its body, say): past it, 408.
+    pub fn router_with_timeout(&self, timeout: Duration) -> Router {
+        let shared = Arc::clone(&self.shared);
+        self.router().layer(axum::middleware::from_fn(
+            move |request, next: axum::middleware::Next| {
+                let shared = Arc::clone(&shared);
+                async move {
+                    match tokio::time::timeout(timeout, next.run(request)).await {
+                        Ok(response) => response,
+                        Err(_) => {
+                            shared.metrics.request(Outcome::Error);
+                            ProxyError::RequestTimeout.into_response()
+                        }
+                    }
+                }
+            },
+        ))
     }
 
     /// The admin endpoints: `/metrics`, `/healthz`, `/readyz`, `/purge`.

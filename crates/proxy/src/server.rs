@@ -1,20 +1,71 @@
-//! Serving the proxy: both listeners, housekeeping, graceful shutdown.
+//! Serving the proxy: both listeners, connection limits, TLS,
+//! housekeeping, graceful shutdown.
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
 
 use crate::proxy::Proxy;
+use crate::tls::ReloadableTls;
 
 /// How often expired entries are dropped and metrics drained.
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(15);
 
-/// Serves `proxy` on `listener` (and its admin endpoints on `admin`) until
-/// `shutdown` completes; then stops accepting, marks itself not ready, and
-/// lets requests in progress finish for at most `grace`.
+/// Protection against clients that hold resources.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections served at once; beyond it new ones wait in the kernel's
+    /// backlog. Default 4096.
+    pub max_connections: usize,
+    /// Time a client has to send its request headers; a slowloris client
+    /// is cut off after it. Default 5 s.
+    pub header_read_timeout: Duration,
+    /// Time a request may take, body and upstream included; past it the
+    /// client gets 408. Default 30 s (above the 15 s load deadline).
+    pub request_timeout: Duration,
+    /// Bytes of request headers accepted (HTTP/1.1 read buffer, HTTP/2
+    /// header list); larger headers get 431. Default 16 KiB.
+    pub max_header_bytes: usize,
+    /// Request headers accepted (HTTP/1.1); more get 431. Default 64.
+    pub max_headers: usize,
+    /// Time allowed for a TLS handshake. Default 10 s.
+    pub tls_handshake_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 4096,
+            header_read_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(30),
+            max_header_bytes: 16 << 10,
+            max_headers: 64,
+            tls_handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// How the token listener is served.
+#[derive(Debug, Clone, Default)]
+pub struct ServeOptions {
+    /// Connection and request limits.
+    pub limits: Limits,
+    /// HTTPS for the token listener; plain HTTP when `None`. (The admin
+    /// listener is always plain HTTP: keep it on a private interface.)
+    pub tls: Option<ReloadableTls>,
+}
+
+/// Serves `proxy` on `listener` (and its admin endpoints on `admin`) with
+/// default limits and no TLS, until `shutdown` completes; see [`serve_with`].
 ///
 /// # Errors
 /// An I/O error from a listener.
@@ -25,21 +76,51 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) -> io::Result<()> {
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = move |mut rx: watch::Receiver<bool>| async move {
-        // An error means the sender is gone, which also means stop.
-        let _ = rx.wait_for(|stop| *stop).await;
-    };
+    serve_with(
+        proxy,
+        listener,
+        admin,
+        ServeOptions::default(),
+        shutdown,
+        grace,
+    )
+    .await
+}
 
-    let main = axum::serve(listener, proxy.router())
-        .with_graceful_shutdown(stopped(stop_rx.clone()))
-        .into_future();
-    let mut main = tokio::spawn(main);
-    let mut admin_task = admin.map(|admin| {
-        let admin = axum::serve(admin, proxy.admin_router())
-            .with_graceful_shutdown(stopped(stop_rx.clone()))
-            .into_future();
-        tokio::spawn(admin)
+/// Serves `proxy` until `shutdown` completes; then stops accepting, marks
+/// itself not ready, and lets requests in progress finish for at most
+/// `grace`.
+///
+/// # Errors
+/// An I/O error from a listener.
+pub async fn serve_with(
+    proxy: Proxy,
+    listener: TcpListener,
+    admin: Option<TcpListener>,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> io::Result<()> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let limits = options.limits;
+    let router = proxy.router_with_timeout(limits.request_timeout);
+    let main = tokio::spawn(accept_loop(
+        listener,
+        router,
+        options.tls,
+        limits,
+        stop_rx.clone(),
+        grace,
+    ));
+    let admin = admin.map(|admin| {
+        tokio::spawn(accept_loop(
+            admin,
+            proxy.admin_router(),
+            None,
+            limits,
+            stop_rx.clone(),
+            grace,
+        ))
     });
     let housekeeping = tokio::spawn({
         let proxy = proxy.clone();
@@ -53,42 +134,118 @@ pub async fn serve(
         }
     });
 
-    tokio::select! {
-        () = shutdown => {}
-        result = &mut main => {
-            // The server stopped by itself: a listener error.
-            housekeeping.abort();
-            return result.unwrap_or_else(|join| Err(io::Error::other(join)));
-        }
-    }
-
+    shutdown.await;
     tracing::info!(
         grace_secs = grace.as_secs_f64(),
         "shutting down: draining requests in progress"
     );
     proxy.set_ready(false);
     let _ = stop_tx.send(true);
-    let drained = tokio::time::timeout(grace, async {
-        let main_result = (&mut main).await;
-        if let Some(admin) = admin_task.as_mut() {
-            let _ = admin.await;
-        }
-        main_result
-    })
-    .await;
+    let result = main
+        .await
+        .unwrap_or_else(|join| Err(io::Error::other(join)));
+    if let Some(admin) = admin {
+        let _ = admin.await;
+    }
     housekeeping.abort();
-    match drained {
-        Ok(result) => {
-            tracing::info!("shut down cleanly");
-            result.unwrap_or_else(|join| Err(io::Error::other(join)))
-        }
-        Err(_) => {
-            tracing::warn!("grace period over; closing the remaining connections");
-            main.abort();
-            if let Some(admin) = admin_task {
-                admin.abort();
+    result
+}
+
+/// Accepts connections until told to stop, then drains them for at most
+/// `grace`.
+async fn accept_loop(
+    listener: TcpListener,
+    router: Router,
+    tls: Option<ReloadableTls>,
+    limits: Limits,
+    mut stop: watch::Receiver<bool>,
+    grace: Duration,
+) -> io::Result<()> {
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .max_headers(limits.max_headers);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+    let builder = Arc::new(builder);
+    let connections = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let graceful = GracefulShutdown::new();
+    let service = TowerToHyperService::new(router);
+
+    loop {
+        let permit = tokio::select! {
+            permit = Arc::clone(&connections).acquire_owned() => permit.map_err(io::Error::other)?,
+            () = stopped(&mut stop) => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors and the like: pause, go on.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = stopped(&mut stop) => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let watcher = graceful.watcher();
+        let builder = Arc::clone(&builder);
+        let service = service.clone();
+        let acceptor = tls.as_ref().map(ReloadableTls::acceptor);
+        tokio::spawn(async move {
+            let _permit = permit;
+            let result =
+                serve_connection(stream, acceptor, &builder, service, watcher, limits).await;
+            if let Err(error) = result {
+                tracing::debug!(%peer, %error, "connection ended with an error");
             }
-            Ok(())
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_ok()
+    {
+        tracing::info!("shut down cleanly");
+    } else {
+        tracing::warn!("grace period over; closing the remaining connections");
+    }
+    Ok(())
+}
+
+/// Completes once the stop signal is set (or its sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    // The guard `wait_for` returns is dropped here, before any await of
+    // the caller: it must not live across one.
+    let _ = stop.wait_for(|stop| *stop).await.map(|_| ());
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    builder: &Builder<TokioExecutor>,
+    service: TowerToHyperService<Router>,
+    watcher: Watcher,
+    limits: Limits,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    match acceptor {
+        None => {
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            watcher.watch(connection.into_owned()).await
+        }
+        Some(acceptor) => {
+            let tls = tokio::time::timeout(limits.tls_handshake_timeout, acceptor.accept(stream))
+                .await
+                .map_err(|_| "TLS handshake timed out")??;
+            let connection = builder.serve_connection(TokioIo::new(tls), service);
+            watcher.watch(connection.into_owned()).await
         }
     }
 }

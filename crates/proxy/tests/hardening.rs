@@ -1,0 +1,240 @@
+//! End-to-end: HTTPS with certificate reload, and the limits that keep a
+//! misbehaving client from holding the proxy.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use tokencache_mock_idp::MockIdpConfig;
+use tokencache_proxy::{Limits, Proxy, ReloadableTls, ServeOptions, TlsFiles};
+use tokencache_test_support::{ManualClock, MockIdpServer, ProxyServer, bind_loopback};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+
+const CC: &str = "grant_type=client_credentials";
+const BASIC: &str = "Basic ZGVtby1jbGllbnQ6ZGVtby1zZWNyZXQ="; // demo-client:demo-secret
+
+/// A proxy served with `options`, stopped when the sender drops.
+async fn start(idp: &MockIdpServer, options: ServeOptions) -> (SocketAddr, oneshot::Sender<()>) {
+    let proxy = Proxy::new(
+        ProxyServer::config_for(idp),
+        Arc::new(ManualClock::starting_now()),
+    )
+    .unwrap();
+    let (listener, addr) = bind_loopback().await;
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(tokencache_proxy::serve_with(
+        proxy,
+        listener,
+        None,
+        options,
+        async move {
+            let _ = stopped.await;
+        },
+        Duration::from_secs(1),
+    ));
+    (addr, stop)
+}
+
+fn limits(change: impl FnOnce(&mut Limits)) -> ServeOptions {
+    let mut limits = Limits::default();
+    change(&mut limits);
+    ServeOptions { limits, tls: None }
+}
+
+/// Writes `request` and reads until the server closes or 5 s pass.
+async fn exchange(addr: SocketAddr, request: &[u8]) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+fn token_request(extra_headers: &str) -> Vec<u8> {
+    format!(
+        "POST /oauth2/token HTTP/1.1\r\nHost: x\r\nAuthorization: {BASIC}\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\
+         Connection: close\r\n{extra_headers}\r\n{CC}",
+        CC.len()
+    )
+    .into_bytes()
+}
+
+#[tokio::test]
+async fn a_slowloris_client_is_cut_off_after_the_header_timeout() {
+    let idp = MockIdpServer::start(MockIdpConfig::default()).await;
+    let (addr, _stop) = start(
+        &idp,
+        limits(|l| l.header_read_timeout = Duration::from_millis(300)),
+    )
+    .await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"POST /oauth2/token HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    // Never finish the headers; the server must close the connection.
+    let mut answer = Vec::new();
+    let closed =
+        tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+    assert!(closed.is_ok(), "the connection was held open");
+    // And it still serves everyone else.
+    assert!(
+        exchange(addr, &token_request(""))
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+}
+
+#[tokio::test]
+async fn too_many_or_too_large_headers_get_431() {
+    let idp = MockIdpServer::start(MockIdpConfig::default()).await;
+    let (addr, _stop) = start(&idp, ServeOptions::default()).await;
+    let many: String = (0..100).map(|n| format!("X-Extra-{n}: {n}\r\n")).collect();
+    let answer = exchange(addr, &token_request(&many)).await;
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    let large = format!("X-Large: {}\r\n", "a".repeat(20_000));
+    let answer = exchange(addr, &token_request(&large)).await;
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    assert!(
+        exchange(addr, &token_request("X-Fine: 1\r\n"))
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+}
+
+#[tokio::test]
+async fn a_trickled_body_times_out_with_408() {
+    let idp = MockIdpServer::start(MockIdpConfig::default()).await;
+    let (addr, _stop) = start(
+        &idp,
+        limits(|l| l.request_timeout = Duration::from_millis(300)),
+    )
+    .await;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(
+            b"POST /oauth2/token HTTP/1.1\r\nHost: x\r\n\
+              Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\ngrant_",
+        )
+        .await
+        .unwrap();
+    let mut answer = vec![0u8; 4096];
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut answer))
+        .await
+        .expect("answered in time")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..read]);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains(r#""error":"invalid_request""#), "{answer}");
+}
+
+#[tokio::test]
+async fn connections_beyond_the_limit_wait_for_a_free_slot() {
+    let idp = MockIdpServer::start(MockIdpConfig::default()).await;
+    let (addr, _stop) = start(&idp, limits(|l| l.max_connections = 2)).await;
+    // Two idle connections take both slots.
+    let mut first = TcpStream::connect(addr).await.unwrap();
+    first
+        .write_all(b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buffer = [0u8; 1024];
+    let _ = first.read(&mut buffer).await.unwrap();
+    let second = TcpStream::connect(addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // A third is not served while they are open...
+    let third = tokio::spawn(async move { exchange(addr, &token_request("")).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!third.is_finished(), "served beyond the connection limit");
+    // ...and is served once one closes.
+    drop(first);
+    let answer = tokio::time::timeout(Duration::from_secs(5), third)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    drop(second);
+}
+
+/// A CA and a certificate for 127.0.0.1 and localhost signed by it, written
+/// to `dir`; returns the CA certificate (PEM).
+fn write_certificate(dir: &std::path::Path) -> String {
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, &issuer)
+        .unwrap();
+    std::fs::write(dir.join("cert.pem"), leaf.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), leaf_key.serialize_pem()).unwrap();
+    ca_cert.pem()
+}
+
+fn client_trusting(ca_pem: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap()])
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn https_with_http2_and_a_certificate_reload() {
+    let dir = std::env::temp_dir().join(format!("tokencache-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let first_ca = write_certificate(&dir);
+    let files = TlsFiles {
+        cert: dir.join("cert.pem"),
+        key: dir.join("key.pem"),
+    };
+    let tls = ReloadableTls::load(files).unwrap();
+    let idp = MockIdpServer::start(MockIdpConfig::default()).await;
+    let (addr, _stop) = start(
+        &idp,
+        ServeOptions {
+            limits: Limits::default(),
+            tls: Some(tls.clone()),
+        },
+    )
+    .await;
+    let url = format!("https://localhost:{}/oauth2/token", addr.port());
+    let post = |client: &reqwest::Client| {
+        client
+            .post(&url)
+            .basic_auth("demo-client", Some("demo-secret"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(CC)
+            .send()
+    };
+    let old_client = client_trusting(&first_ca);
+    let answer = post(&old_client).await.unwrap();
+    assert_eq!(answer.status(), 200);
+    assert_eq!(answer.version(), reqwest::Version::HTTP_2, "ALPN chose h2");
+
+    // Renewal: new certificate from a new CA, then reload (what SIGHUP does).
+    let second_ca = write_certificate(&dir);
+    tls.reload().unwrap();
+    let new_client = client_trusting(&second_ca);
+    assert_eq!(post(&new_client).await.unwrap().status(), 200);
+    // The connection opened before the reload is still served.
+    assert_eq!(post(&old_client).await.unwrap().status(), 200);
+    // A new connection trusting only the old CA is refused.
+    assert!(post(&client_trusting(&first_ca)).await.is_err());
+
+    // A broken renewal keeps the working certificate.
+    std::fs::write(dir.join("cert.pem"), "not a certificate").unwrap();
+    assert!(tls.reload().is_err());
+    assert_eq!(
+        post(&client_trusting(&second_ca)).await.unwrap().status(),
+        200
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
