@@ -160,6 +160,36 @@ pub struct ServeArgs {
     #[arg(long, env = "TOKENCACHE_NEGATIVE_TTL")]
     pub negative_ttl: Option<humantime::Duration>,
 
+    /// PEM certificate chain: serve HTTPS (HTTP/2 and HTTP/1.1 by ALPN).
+    /// Reloaded with the key on SIGHUP, without dropping connections.
+    #[arg(long, env = "TOKENCACHE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "TOKENCACHE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Connections served at once; more wait in the kernel's backlog
+    /// [default: 4096].
+    #[arg(long, env = "TOKENCACHE_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+
+    /// Time a client has to send its request headers [default: 5s].
+    #[arg(long, env = "TOKENCACHE_HEADER_READ_TIMEOUT")]
+    pub header_read_timeout: Option<humantime::Duration>,
+
+    /// Time a whole request may take; past it, 408 [default: 30s].
+    #[arg(long, env = "TOKENCACHE_CLIENT_REQUEST_TIMEOUT")]
+    pub client_request_timeout: Option<humantime::Duration>,
+
+    /// Bytes of request headers accepted; more get 431 [default: 16KiB].
+    #[arg(long, env = "TOKENCACHE_MAX_HEADER_BYTES")]
+    pub max_header_bytes: Option<String>,
+
+    /// Request headers accepted; more get 431 [default: 64].
+    #[arg(long, env = "TOKENCACHE_MAX_HEADERS")]
+    pub max_headers: Option<usize>,
+
     /// Largest token request body accepted, in bytes [default: 16KiB].
     #[arg(long, env = "TOKENCACHE_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<String>,

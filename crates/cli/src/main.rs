@@ -22,7 +22,7 @@ use anyhow::Context as _;
 use clap::Parser as _;
 use tokencache_core::SystemClock;
 use tokencache_mock_idp::{MockIdp, MockIdpConfig};
-use tokencache_proxy::Proxy;
+use tokencache_proxy::{Proxy, ReloadableTls, ServeOptions};
 use tokio::net::TcpListener;
 
 use crate::cli::{Cli, Command, MockIdpArgs, ServeArgs};
@@ -87,6 +87,13 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
     logging::init(&settings.log).map_err(Failure::Config)?;
     let proxy = Proxy::new(settings.proxy.clone(), Arc::new(SystemClock))
         .map_err(|error| Failure::Config(error.to_string()))?;
+    let tls = match &settings.tls {
+        Some(files) => Some(
+            ReloadableTls::load(files.clone())
+                .map_err(|error| Failure::Config(format!("tls: {error}")))?,
+        ),
+        None => None,
+    };
     let listener = bind(settings.listen).await.map_err(Failure::Run)?;
     let admin = bind(settings.admin_listen).await.map_err(Failure::Run)?;
     for route in &settings.proxy.routes {
@@ -95,12 +102,21 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
     tracing::info!(
         listen = %listener.local_addr().map_err(|e| Failure::Run(e.into()))?,
         admin = %admin.local_addr().map_err(|e| Failure::Run(e.into()))?,
+        tls = tls.is_some(),
         "tokencache serving"
     );
-    tokencache_proxy::serve(
+    if let Some(tls) = &tls {
+        shutdown::reload_on_hangup(tls.clone());
+    }
+    let options = ServeOptions {
+        limits: settings.limits,
+        tls,
+    };
+    tokencache_proxy::serve_with(
         proxy,
         listener,
         Some(admin),
+        options,
         shutdown::signal(),
         settings.shutdown_grace,
     )

@@ -9,7 +9,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use serde::Deserialize;
 use tokencache_core::{Backoff, FreshnessPolicy, HmacKey, MinRemaining};
-use tokencache_proxy::{ProxyConfig, RouteConfig};
+use tokencache_proxy::{Limits, ProxyConfig, RouteConfig, TlsFiles};
 
 use crate::cli::{LogArgs, LogFormat, ServeArgs};
 
@@ -92,6 +92,8 @@ pub struct FileConfig {
     shutdown_grace: Option<String>,
     load_deadline: Option<String>,
     negative_ttl: Option<String>,
+    #[serde(default)]
+    server: FileServer,
     log_format: Option<LogFormat>,
     log: Option<String>,
     #[serde(default)]
@@ -114,6 +116,19 @@ struct FileUpstream {
     budget_burst: Option<u32>,
     breaker_threshold: Option<u32>,
     breaker_cool_down: Option<String>,
+}
+
+/// `[server]`: TLS and the limits of the token listener.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileServer {
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    max_connections: Option<usize>,
+    header_read_timeout: Option<String>,
+    request_timeout: Option<String>,
+    max_header_bytes: Option<ByteSize>,
+    max_headers: Option<usize>,
 }
 
 /// `[[routes]]`: a path and the token endpoint behind it.
@@ -164,6 +179,10 @@ pub struct ServeSettings {
     pub proxy: ProxyConfig,
     /// Drain time on shutdown.
     pub shutdown_grace: Duration,
+    /// Limits of the token listener.
+    pub limits: Limits,
+    /// HTTPS certificate and key.
+    pub tls: Option<TlsFiles>,
     /// Logging.
     pub log: LogArgs,
 }
@@ -208,6 +227,16 @@ impl ServeSettings {
         let mut proxy = ProxyConfig::new(routes);
         proxy.freshness = freshness;
         resolve_resilience(&mut proxy, &args, &file.upstream)?;
+        let limits = resolve_limits(&args, &file.server)?;
+        let tls = match (
+            args.tls_cert.clone().or(file.server.tls_cert),
+            args.tls_key.clone().or(file.server.tls_key),
+        ) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (None, None) => None,
+            _ => return Err(invalid("tls", "give both a certificate and a key")),
+        };
+
         if let Some(size) = args
             .cache_max_bytes
             .map(ByteSize::Text)
@@ -249,6 +278,8 @@ impl ServeSettings {
         proxy.validate()?;
 
         Ok(Self {
+            limits,
+            tls,
             listen: args
                 .listen
                 .or(file.listen)
@@ -270,6 +301,49 @@ impl ServeSettings {
             },
         })
     }
+}
+
+/// Limits of the token listener: flag, then `[server]` in the file.
+fn resolve_limits(args: &ServeArgs, file: &FileServer) -> Result<Limits, SettingsError> {
+    let mut limits = Limits::default();
+    if let Some(max) = args.max_connections.or(file.max_connections) {
+        if max == 0 {
+            return Err(invalid("max-connections", "must be at least 1"));
+        }
+        limits.max_connections = max;
+    }
+    if let Some(timeout) = duration_setting(
+        "header-read-timeout",
+        args.header_read_timeout,
+        file.header_read_timeout.clone(),
+    )? {
+        limits.header_read_timeout = timeout;
+    }
+    if let Some(timeout) = duration_setting(
+        "client-request-timeout",
+        args.client_request_timeout,
+        file.request_timeout.clone(),
+    )? {
+        limits.request_timeout = timeout;
+    }
+    let header_bytes = match (&args.max_header_bytes, &file.max_header_bytes) {
+        (Some(text), _) => Some(ByteSize::Text(text.clone()).bytes("max-header-bytes")?),
+        (None, Some(ByteSize::Bytes(n))) => Some(usize::try_from(*n).unwrap_or(usize::MAX)),
+        (None, Some(ByteSize::Text(text))) => {
+            Some(ByteSize::Text(text.clone()).bytes("max-header-bytes")?)
+        }
+        (None, None) => None,
+    };
+    if let Some(bytes) = header_bytes {
+        if bytes < 8192 {
+            return Err(invalid("max-header-bytes", "must be at least 8KiB"));
+        }
+        limits.max_header_bytes = bytes;
+    }
+    if let Some(max) = args.max_headers.or(file.max_headers) {
+        limits.max_headers = max.max(1);
+    }
+    Ok(limits)
 }
 
 /// Retries, budget and breaker: flag, then `[upstream]` in the file.

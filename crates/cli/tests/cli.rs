@@ -333,3 +333,86 @@ async fn demo_prints_a_curl_that_works_twice() {
     let (code, _) = demo.terminate();
     assert_eq!(code, 0);
 }
+
+/// A CA and a certificate for localhost signed by it, written to `dir`;
+/// returns the CA certificate (PEM).
+fn write_certificate(dir: &std::path::Path) -> String {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, &issuer)
+        .unwrap();
+    std::fs::write(dir.join("cert.pem"), leaf.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), leaf_key.serialize_pem()).unwrap();
+    ca_cert.pem()
+}
+
+#[tokio::test]
+async fn https_certificates_reload_on_sighup() {
+    let (_idp, idp_url) = start_mock_idp();
+    let dir = std::env::temp_dir().join(format!("tokencache-cli-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let first_ca = write_certificate(&dir);
+    let mut proxy = Running::start(
+        Command::new(BIN)
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+            ])
+            .args(["--log-format", "json", "--upstream", &idp_url])
+            .arg("--tls-cert")
+            .arg(dir.join("cert.pem"))
+            .arg("--tls-key")
+            .arg(dir.join("key.pem")),
+    );
+    let line = proxy.wait_for_line("tokencache serving");
+    let port = log_field(&line, "listen")
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_owned();
+    let url = format!("https://localhost:{port}/oauth2/token");
+    let client = |ca: &str| {
+        reqwest::Client::builder()
+            .tls_certs_only([reqwest::Certificate::from_pem(ca.as_bytes()).unwrap()])
+            .build()
+            .unwrap()
+    };
+    let post = |client: reqwest::Client| {
+        let url = url.clone();
+        async move {
+            client
+                .post(&url)
+                .basic_auth("demo-client", Some("demo-secret"))
+                .form(&[("grant_type", "client_credentials")])
+                .send()
+                .await
+        }
+    };
+    assert_eq!(post(client(&first_ca)).await.unwrap().status(), 200);
+
+    let second_ca = write_certificate(&dir);
+    let pid = proxy.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    proxy.wait_for_line("TLS certificate reloaded");
+    assert_eq!(post(client(&second_ca)).await.unwrap().status(), 200);
+    assert!(post(client(&first_ca)).await.is_err());
+    let (code, _) = proxy.terminate();
+    assert_eq!(code, 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
