@@ -28,6 +28,10 @@ pub enum Command {
     /// Run the mock identity provider alone: a Cognito-shaped token endpoint
     /// for local development and tests.
     MockIdp(MockIdpArgs),
+    /// Print an access token from a token endpoint (client credentials).
+    /// The secret comes from TOKENCACHE_CLIENT_SECRET or standard input,
+    /// never from the command line.
+    Token(crate::token_command::TokenArgs),
 }
 
 /// Log line format.
@@ -101,6 +105,11 @@ pub struct ServeArgs {
     /// process, which suits the memory store.
     #[arg(long, env = "TOKENCACHE_HMAC_KEY_FILE")]
     pub hmac_key_file: Option<PathBuf>,
+
+    /// File holding the admin API's bearer token (purges need it; without a
+    /// token they answer 401). TOKENCACHE_ADMIN_TOKEN also works.
+    #[arg(long, env = "TOKENCACHE_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
 
     /// Time allowed to connect to the upstream [default: 5s].
     #[arg(long, env = "TOKENCACHE_CONNECT_TIMEOUT")]

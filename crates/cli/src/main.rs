@@ -4,6 +4,7 @@
 //! tokencache serve --listen 127.0.0.1:8080 --upstream https://<domain>/oauth2/token
 //! tokencache demo
 //! tokencache mock-idp --listen 127.0.0.1:8081
+//! tokencache token --token-url URL --client-id ID --scope api/read
 //! ```
 //!
 //! `main` only wires: logging, settings (exit 64 when unusable), build,
@@ -14,6 +15,7 @@ mod demo;
 mod logging;
 mod settings;
 mod shutdown;
+mod token_command;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -48,6 +50,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve(*args).await,
             Command::Demo(args) => demo::run(args).await.map_err(Failure::Run),
             Command::MockIdp(args) => mock_idp(args).await.map_err(Failure::Run),
+            Command::Token(args) => token_command::run(args).await.map_err(Failure::Run),
         }
     });
     match result {

@@ -9,12 +9,15 @@ use std::time::Duration;
 use base64::Engine as _;
 use serde::Deserialize;
 use tokencache_core::{Backoff, FreshnessPolicy, HmacKey, MinRemaining};
-use tokencache_proxy::{Limits, ProxyConfig, RouteConfig, TlsFiles};
+use tokencache_proxy::{AdminToken, Limits, ProxyConfig, RouteConfig, TlsFiles};
 
 use crate::cli::{LogArgs, LogFormat, ServeArgs};
 
 /// The environment variable holding the cache-key HMAC key (base64).
 pub const HMAC_KEY_VAR: &str = "TOKENCACHE_HMAC_KEY";
+
+/// The environment variable holding the admin API's bearer token.
+pub const ADMIN_TOKEN_VAR: &str = "TOKENCACHE_ADMIN_TOKEN";
 
 /// Reads environment variables; tests pass a map instead of touching the
 /// process environment.
@@ -89,6 +92,7 @@ pub struct FileConfig {
     cache_max_bytes: Option<ByteSize>,
     max_body_bytes: Option<ByteSize>,
     hmac_key_file: Option<PathBuf>,
+    admin_token_file: Option<PathBuf>,
     shutdown_grace: Option<String>,
     load_deadline: Option<String>,
     negative_ttl: Option<String>,
@@ -252,6 +256,7 @@ impl ServeSettings {
             proxy.max_body_bytes = size.bytes("max-body-bytes")?;
         }
         proxy.hmac_key = hmac_key(args.hmac_key_file.or(file.hmac_key_file), env)?;
+        proxy.admin_token = admin_token(args.admin_token_file.or(file.admin_token_file), env)?;
         if let Some(timeout) = duration_setting(
             "connect-timeout",
             args.connect_timeout,
@@ -493,6 +498,26 @@ fn hmac_key(
     Ok(Some(HmacKey::from_bytes(bytes)))
 }
 
+/// The admin token from a file or the environment; `None` leaves the
+/// admin API's purges closed.
+fn admin_token(
+    file: Option<PathBuf>,
+    env: &impl Environment,
+) -> Result<Option<AdminToken>, SettingsError> {
+    let text = match file {
+        Some(path) => std::fs::read_to_string(&path)
+            .map_err(|error| invalid("admin-token-file", format!("{}: {error}", path.display())))?,
+        None => match env.var(ADMIN_TOKEN_VAR) {
+            Some(text) => text,
+            None => return Ok(None),
+        },
+    };
+    match AdminToken::new(text) {
+        Some(token) => Ok(Some(token)),
+        None => Err(invalid("admin token", "is empty")),
+    }
+}
+
 fn decode_base64_key(text: &str, setting: &'static str) -> Result<Vec<u8>, SettingsError> {
     // The message never echoes the value: it is a secret.
     base64::engine::general_purpose::STANDARD
@@ -663,6 +688,29 @@ mod tests {
         .unwrap_err();
         assert!(error.to_string().contains("32 bytes"), "{error}");
         assert!(!error.to_string().contains("c2hvcnQ"));
+    }
+
+    #[test]
+    fn admin_token_from_environment() {
+        let mut env = no_env();
+        env.insert(ADMIN_TOKEN_VAR.into(), "admin-s3cret\n".into());
+        let settings = ServeSettings::resolve(
+            serve_args(&["--upstream", "https://idp.example/t"]),
+            FileConfig::default(),
+            &env,
+        )
+        .unwrap();
+        let token = settings.proxy.admin_token.unwrap();
+        assert!(token.admits(Some(b"Bearer admin-s3cret")));
+        env.insert(ADMIN_TOKEN_VAR.into(), " ".into());
+        assert!(
+            ServeSettings::resolve(
+                serve_args(&["--upstream", "https://idp.example/t"]),
+                FileConfig::default(),
+                &env,
+            )
+            .is_err()
+        );
     }
 
     #[test]

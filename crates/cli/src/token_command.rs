@@ -108,9 +108,7 @@ fn read_secret(env: &impl Environment, input: &mut impl BufRead) -> anyhow::Resu
     let end = line.trim_end_matches(['\r', '\n']).len();
     line.truncate(end);
     if line.is_empty() {
-        anyhow::bail!(
-            "no client secret: set {CLIENT_SECRET_VAR} or write it on standard input"
-        );
+        anyhow::bail!("no client secret: set {CLIENT_SECRET_VAR} or write it on standard input");
     }
     Ok(line)
 }
@@ -193,7 +191,10 @@ mod tests {
         );
         assert_eq!(args.auth_method, AuthMethodArg::Body);
         assert!(args.json);
-        assert!(parse(&["--client-id", "id"]).is_err(), "--token-url is required");
+        assert!(
+            parse(&["--client-id", "id"]).is_err(),
+            "--token-url is required"
+        );
         assert!(parse(&["--token-url", "u", "--client-id", "i", "--param", "novalue"]).is_err());
     }
 
@@ -245,7 +246,13 @@ mod tests {
         assert_eq!(claims["scope"], "api/write");
 
         let json = fetch(
-            &argv(&["--json", "--auth-method", "body", "--param", "resource=urn:x"]),
+            &argv(&[
+                "--json",
+                "--auth-method",
+                "body",
+                "--param",
+                "resource=urn:x",
+            ]),
             "demo-secret".to_owned(),
         )
         .await

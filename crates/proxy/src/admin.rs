@@ -1,13 +1,14 @@
-//! The admin listener: metrics, health, readiness, purge.
+//! The admin listener: metrics, health and readiness (open, for scrapers
+//! and probes), and purges (behind the admin bearer token).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use http::{HeaderValue, StatusCode, header};
+use axum::routing::{delete, get, post};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
 
 use crate::answer::text;
 use crate::proxy::Shared;
@@ -18,7 +19,63 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/purge", post(purge))
+        .route("/cache", delete(delete_cache))
         .with_state(shared)
+}
+
+/// The purges change what every client gets: they need the admin token.
+/// The 401 to answer when the request does not carry it.
+fn refusal(shared: &Shared, headers: &HeaderMap) -> Option<Response> {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .map(HeaderValue::as_bytes);
+    match &shared.admin_token {
+        Some(token) if token.admits(presented) => None,
+        configured => {
+            let description = if configured.is_some() {
+                "a valid admin bearer token is required"
+            } else {
+                "the admin API is disabled: no admin token is configured"
+            };
+            let mut response = (
+                StatusCode::UNAUTHORIZED,
+                axum::Json(serde_json::json!({
+                    "error": "invalid_token",
+                    "error_description": description,
+                })),
+            )
+                .into_response();
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"tokencache-admin\""),
+            );
+            Some(response)
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct CacheQuery {
+    client_id: Option<String>,
+}
+
+/// `DELETE /cache` drops every token; `DELETE /cache?client_id=ID` drops
+/// one client's (after a secret rotation or a revocation).
+async fn delete_cache(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Query(query): Query<CacheQuery>,
+) -> Response {
+    if let Some(refused) = refusal(&shared, &headers) {
+        return refused;
+    }
+    let purged = match query.client_id.as_deref() {
+        Some(client_id) if !client_id.is_empty() => {
+            crate::proxy::purge_client(&shared, client_id).await
+        }
+        _ => crate::proxy::purge(&shared).await,
+    };
+    axum::Json(serde_json::json!({ "purged": purged })).into_response()
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
@@ -52,7 +109,10 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 /// Drops every cached token (after a credential leak, say).
-async fn purge(State(shared): State<Arc<Shared>>) -> Response {
+async fn purge(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    if let Some(refused) = refusal(&shared, &headers) {
+        return refused;
+    }
     let purged = crate::proxy::purge(&shared).await;
     axum::Json(serde_json::json!({ "purged": purged })).into_response()
 }

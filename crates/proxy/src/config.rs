@@ -46,6 +46,9 @@ pub struct ProxyConfig {
     /// A store shared by a fleet, behind the memory tier; `None` (the
     /// default) for memory only.
     pub shared_store: Option<SharedStoreConfig>,
+    /// The bearer token the admin API's purges require; without one they
+    /// answer 401 (metrics, health and readiness stay open).
+    pub admin_token: Option<AdminToken>,
     /// The largest request body accepted. Default 16 KiB: a token request
     /// is a few hundred bytes.
     pub max_body_bytes: usize,
@@ -71,10 +74,48 @@ impl ProxyConfig {
             load_deadline: Duration::from_secs(15),
             negative_ttl: Duration::from_secs(5),
             shared_store: None,
+            admin_token: None,
             max_body_bytes: 16 << 10,
             refresh_retry_base: Duration::from_secs(1),
             refresh_retry_cap: Duration::from_secs(30),
         }
+    }
+}
+
+/// The admin API's bearer token: redacted in `Debug`, compared in
+/// constant time, wiped on drop.
+#[derive(Clone)]
+pub struct AdminToken(zeroize::Zeroizing<String>);
+
+impl AdminToken {
+    /// Wraps a token; `None` when it is empty (an empty token would let
+    /// anyone in).
+    #[must_use]
+    pub fn new(token: String) -> Option<Self> {
+        let token = token.trim().to_owned();
+        (!token.is_empty()).then(|| Self(zeroize::Zeroizing::new(token)))
+    }
+
+    /// Whether an `Authorization` header value carries this token.
+    #[must_use]
+    pub fn admits(&self, authorization: Option<&[u8]>) -> bool {
+        use subtle::ConstantTimeEq;
+        let Some(value) = authorization else {
+            return false;
+        };
+        let Some(presented) = value
+            .strip_prefix(b"Bearer ")
+            .or_else(|| value.strip_prefix(b"bearer "))
+        else {
+            return false;
+        };
+        presented.ct_eq(self.0.as_bytes()).into()
+    }
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken([redacted])")
     }
 }
 
@@ -133,6 +174,18 @@ mod tests {
             path: path.into(),
             upstream: upstream.parse().unwrap(),
         }
+    }
+
+    #[test]
+    fn admin_token_admits_only_itself() {
+        let token = AdminToken::new("s3cret-admin".into()).unwrap();
+        assert!(token.admits(Some(b"Bearer s3cret-admin")));
+        assert!(!token.admits(Some(b"Bearer s3cret-admiN")));
+        assert!(!token.admits(Some(b"Bearer s3cret-admin2")));
+        assert!(!token.admits(Some(b"Basic s3cret-admin")));
+        assert!(!token.admits(None));
+        assert!(AdminToken::new("  ".into()).is_none());
+        assert_eq!(format!("{token:?}"), "AdminToken([redacted])");
     }
 
     #[test]

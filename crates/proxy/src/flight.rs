@@ -236,6 +236,7 @@ async fn fetch(route: &Route, key: CacheKey, forward: Forward, purpose: Purpose)
         return fetch_upstream(route, key, forward, purpose).await;
     };
     let now = || shared.clock.now();
+    let client_id = forward.client_id.clone();
     let held_here = shared.store.get(&key, now());
     if let Some(token) = tier.read(&key, &shared.policy).await {
         // Another replica's entry, if it is servable and (for a refresh)
@@ -249,7 +250,7 @@ async fn fetch(route: &Route, key: CacheKey, forward: Forward, purpose: Purpose)
         };
         if wanted {
             let token = Arc::new(token);
-            shared.remember(key, Arc::clone(&token), now());
+            shared.remember(key, Arc::clone(&token), client_id.as_deref(), now());
             return LoadOutcome::FromShared(token);
         }
     }
@@ -268,7 +269,7 @@ async fn fetch(route: &Route, key: CacheKey, forward: Forward, purpose: Purpose)
             {
                 Waited::Arrived(token) => {
                     let token = Arc::new(token);
-                    shared.remember(key, Arc::clone(&token), now());
+                    shared.remember(key, Arc::clone(&token), client_id.as_deref(), now());
                     return LoadOutcome::FromShared(token);
                 }
                 Waited::GaveUp => return fetch_upstream(route, key, forward, purpose).await,
@@ -313,7 +314,8 @@ async fn fetch_upstream(
         .await;
     let elapsed_ms = started.elapsed().as_millis();
     let fingerprint = key.fingerprint();
-    let client_id = forward.client_id.as_deref().unwrap_or("");
+    let forward_client_id = forward.client_id;
+    let client_id = forward_client_id.as_deref().unwrap_or("");
     let answer = match result {
         Ok(answer) => answer,
         Err(error) => {
@@ -332,7 +334,7 @@ async fn fetch_upstream(
         return match CachedToken::from_response(&answer.body, now, &shared.policy) {
             Ok(token) => {
                 let token = Arc::new(token);
-                shared.remember(key, Arc::clone(&token), now);
+                shared.remember(key, Arc::clone(&token), forward_client_id.as_deref(), now);
                 shared.negative.remove(&key);
                 tracing::info!(
                     route = %route.path, client_id, key = %fingerprint, ?purpose, elapsed_ms,

@@ -42,6 +42,7 @@
 
 mod admin;
 mod answer;
+mod client_index;
 mod config;
 mod error;
 mod flight;
@@ -54,7 +55,7 @@ mod server;
 mod shared_tier;
 mod tls;
 
-pub use config::{ConfigError, ProxyConfig, RouteConfig};
+pub use config::{AdminToken, ConfigError, ProxyConfig, RouteConfig};
 pub use error::ProxyError;
 pub use proxy::Proxy;
 pub use server::{Limits, ServeOptions, serve, serve_with};

@@ -13,6 +13,8 @@ use tokencache_core::{
 use tokencache_memory_store::MemoryStore;
 use tokencache_upstream::{Upstream, UpstreamClient};
 
+use crate::client_index::ClientIndex;
+use crate::config::AdminToken;
 use crate::config::{ConfigError, ProxyConfig};
 use crate::error::ProxyError;
 use crate::flight::Flights;
@@ -34,13 +36,24 @@ pub(crate) struct Shared {
     pub(crate) load_deadline: Duration,
     pub(crate) negative: NegativeCache,
     pub(crate) tier: Option<SharedTier>,
+    pub(crate) clients: ClientIndex,
+    pub(crate) admin_token: Option<AdminToken>,
     pub(crate) ready: AtomicBool,
 }
 
 impl Shared {
     /// Puts a token in the memory tier: until its end of service, or for
     /// the memory tier's time when a shared tier stands behind it.
-    pub(crate) fn remember(&self, key: CacheKey, token: Arc<CachedToken>, now: UnixMillis) {
+    pub(crate) fn remember(
+        &self,
+        key: CacheKey,
+        token: Arc<CachedToken>,
+        client_id: Option<&str>,
+        now: UnixMillis,
+    ) {
+        if let Some(client_id) = client_id {
+            self.clients.record(client_id, key);
+        }
         match &self.tier {
             Some(tier) => self
                 .store
@@ -113,6 +126,8 @@ impl Proxy {
             load_deadline: config.load_deadline,
             negative: NegativeCache::new(config.negative_ttl),
             tier,
+            clients: ClientIndex::default(),
+            admin_token: config.admin_token,
             ready: AtomicBool::new(true),
         });
         let routes = config
@@ -209,6 +224,9 @@ impl Proxy {
     pub fn housekeeping(&self) {
         let now = self.shared.clock.now();
         let removed = self.shared.store.remove_expired(now);
+        self.shared
+            .clients
+            .retain(|key| self.shared.store.get(key, now).is_some());
         self.shared.flights.prune(now);
         self.shared.negative.prune(now);
         self.shared.metrics.upkeep();
@@ -227,6 +245,7 @@ impl Proxy {
 /// Clears both tiers; how many entries the memory tier held.
 pub(crate) async fn purge(shared: &Shared) -> usize {
     let purged = shared.store.clear();
+    shared.clients.clear();
     if let Some(tier) = &shared.tier {
         let removed = tier.clear().await;
         tracing::info!(memory = purged, shared = ?removed, store = tier.name(), "cache purged");
@@ -234,4 +253,18 @@ pub(crate) async fn purge(shared: &Shared) -> usize {
         tracing::info!(memory = purged, "cache purged");
     }
     purged
+}
+
+/// Drops one client's tokens from both tiers (every key this replica
+/// stored or read for it); how many keys.
+pub(crate) async fn purge_client(shared: &Shared, client_id: &str) -> usize {
+    let keys = shared.clients.take(client_id);
+    for key in &keys {
+        shared.store.remove(key);
+        if let Some(tier) = &shared.tier {
+            tier.delete(key).await;
+        }
+    }
+    tracing::info!(client_id, purged = keys.len(), "client's tokens purged");
+    keys.len()
 }

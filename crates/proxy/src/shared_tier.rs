@@ -177,6 +177,12 @@ impl SharedTier {
         .await;
     }
 
+    /// Deletes the entry under `key`.
+    pub(crate) async fn delete(&self, key: &CacheKey) {
+        let store_key = StoreKey::of(key);
+        self.run("delete", self.store.delete(&store_key)).await;
+    }
+
     pub(crate) async fn lease(&self, key: &CacheKey, ttl: Duration) -> Lease {
         let store_key = StoreKey::of(key);
         match self

@@ -131,6 +131,7 @@ async fn admin_listener_reports_health_readiness_metrics_and_purges() {
     let purged: serde_json::Value = proxy
         .http
         .post(proxy.admin_url("/purge"))
+        .bearer_auth(tokencache_test_support::ADMIN_TOKEN)
         .send()
         .await
         .unwrap()
@@ -148,4 +149,139 @@ async fn admin_listener_reports_health_readiness_metrics_and_purges() {
 
     proxy.proxy.set_ready(false);
     assert_eq!(get("/readyz").await.unwrap().status(), 503);
+}
+
+#[tokio::test]
+async fn the_admin_api_needs_its_token() {
+    let (_idp, proxy) = setup(Duration::ZERO, Duration::from_secs(1)).await;
+    assert_eq!(
+        proxy
+            .token_request("demo-client", "demo-secret", CC)
+            .await
+            .status(),
+        200
+    );
+    for token in [None, Some("wrong"), Some("test-admin-tokenX")] {
+        let mut request = proxy.http.delete(proxy.admin_url("/cache"));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 401, "{token:?}");
+        assert!(response.headers().contains_key("www-authenticate"));
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["error"], "invalid_token");
+    }
+    let post = proxy
+        .http
+        .post(proxy.admin_url("/purge"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(post.status(), 401);
+    assert_eq!(
+        proxy.proxy.cached_entries(),
+        1,
+        "nothing purged without the token"
+    );
+    // Metrics and probes stay open.
+    for path in ["/metrics", "/healthz", "/readyz"] {
+        let response = proxy.http.get(proxy.admin_url(path)).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn without_a_configured_token_the_admin_api_is_closed() {
+    let clock = ManualClock::starting_now();
+    let idp = MockIdpServer::start(MockIdpConfig::default()).await;
+    let mut config = ProxyServer::config_for(&idp);
+    config.admin_token = None;
+    let proxy = ProxyServer::start(config, clock).await;
+    let response = proxy
+        .http
+        .delete(proxy.admin_url("/cache"))
+        .bearer_auth(tokencache_test_support::ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("disabled")
+    );
+}
+
+#[tokio::test]
+async fn one_clients_tokens_can_be_dropped_alone() {
+    let (idp, proxy) = setup(Duration::ZERO, Duration::from_secs(1)).await;
+    for scope in ["api/read", "api/write"] {
+        let body = format!("{CC}&scope={scope}");
+        assert_eq!(
+            proxy
+                .token_request("demo-client", "demo-secret", &body)
+                .await
+                .status(),
+            200
+        );
+        assert_eq!(
+            proxy
+                .token_request("other-client", "other-secret", &body)
+                .await
+                .status(),
+            200
+        );
+    }
+    assert_eq!(proxy.proxy.cached_entries(), 4);
+    let purged: serde_json::Value = proxy
+        .http
+        .delete(proxy.admin_url("/cache?client_id=demo-client"))
+        .bearer_auth(tokencache_test_support::ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(purged["purged"], 2);
+    assert_eq!(proxy.proxy.cached_entries(), 2);
+    // The other client's tokens are still hits; demo-client fetches anew.
+    let other = proxy
+        .token_request(
+            "other-client",
+            "other-secret",
+            &format!("{CC}&scope=api/read"),
+        )
+        .await;
+    assert!(
+        other.headers()["cache-status"]
+            .to_str()
+            .unwrap()
+            .contains("hit")
+    );
+    let demo = proxy
+        .token_request(
+            "demo-client",
+            "demo-secret",
+            &format!("{CC}&scope=api/read"),
+        )
+        .await;
+    assert_eq!(
+        demo.headers()["cache-status"],
+        "tokencache; fwd=miss; stored"
+    );
+    assert_eq!(idp.idp.token_requests(), 5);
+    // DELETE /cache drops the rest.
+    let all = proxy
+        .http
+        .delete(proxy.admin_url("/cache"))
+        .bearer_auth(tokencache_test_support::ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(all.status(), 200);
+    assert_eq!(proxy.proxy.cached_entries(), 0);
 }

@@ -262,7 +262,13 @@ async fn the_memory_tier_asks_the_store_again_after_its_ttl() {
     );
     // A purges everything (a revoked credential, say); B still has the
     // token in memory for up to 30 s, then asks the store, which is empty.
-    let purged = a.http.post(a.admin_url("/purge")).send().await.unwrap();
+    let purged = a
+        .http
+        .post(a.admin_url("/purge"))
+        .bearer_auth(tokencache_test_support::ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(purged.status(), 200);
     let (_, cache_status, _) =
         answer_of(b.token_request("demo-client", "demo-secret", CC).await).await;

@@ -4,6 +4,9 @@
 //! - [`MockIdpServer`] and [`ProxyServer`]: the real servers on
 //!   `127.0.0.1:0`, stopped when dropped.
 //! - [`conformance::check_store`]: the contract every shared store passes.
+//! - [`moto::MotoServer`]: moto's AWS emulator (DynamoDB, KMS) on loopback.
+//! - [`redis::RedisServer`] and [`redis::RedisCluster`]: real Redis servers
+//!   (standalone, TLS with an ACL user, cluster) on free loopback ports.
 //!
 //! ```no_run
 //! use tokencache_test_support::{ManualClock, MockIdpServer, ProxyServer};
@@ -22,6 +25,8 @@
 //! This crate has no feature flags.
 
 pub mod conformance;
+pub mod moto;
+pub mod redis;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,9 +35,12 @@ use std::time::Duration;
 
 use tokencache_core::{Clock, SystemClock, UnixMillis};
 use tokencache_mock_idp::{MockIdp, MockIdpConfig};
-use tokencache_proxy::{Proxy, ProxyConfig, RouteConfig};
+use tokencache_proxy::{AdminToken, Proxy, ProxyConfig, RouteConfig};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
+
+/// The admin API token of the proxies [`ProxyServer::config_for`] builds.
+pub const ADMIN_TOKEN: &str = "test-admin-token";
 
 /// A clock that moves only when told to; clones share the time.
 #[derive(Debug, Clone)]
@@ -196,19 +204,22 @@ impl ProxyServer {
         Self::start(Self::config_for(idp), clock).await
     }
 
-    /// The default configuration with one route in front of `idp`.
+    /// The default configuration with one route in front of `idp`, and
+    /// [`ADMIN_TOKEN`] as the admin API's token.
     ///
     /// # Panics
     /// Never in practice: the IdP's URL is well formed.
     #[must_use]
     pub fn config_for(idp: &MockIdpServer) -> ProxyConfig {
-        ProxyConfig::new(vec![RouteConfig {
+        let mut config = ProxyConfig::new(vec![RouteConfig {
             path: "/oauth2/token".into(),
             upstream: idp
                 .token_url()
                 .parse()
                 .unwrap_or_else(|error| panic!("mock IdP URL: {error}")),
-        }])
+        }]);
+        config.admin_token = AdminToken::new(ADMIN_TOKEN.to_owned());
+        config
     }
 
     /// The proxy's token URL.

@@ -1,0 +1,105 @@
+//! A tower layer that sends a bearer token, for hyper and tonic clients.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use http::StatusCode;
+use http::header::AUTHORIZATION;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::ClientCredentials;
+
+/// The error of a [`BearerService`]: the token source's [`Error`](crate::Error)
+/// or the inner service's own, boxed as tower middleware usually does.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A tower [`Layer`] that adds `Authorization: Bearer <token>` to every
+/// `http::Request`, with tokens from a [`ClientCredentials`] source.
+///
+/// On a `401 Unauthorized` from the inner service, it drops the token it
+/// sent from the cache, so the next request fetches a fresh one. Unlike
+/// `BearerMiddleware` (feature `middleware`) it does **not** send the
+/// refused request again: an `http::Request<B>` body is in general a
+/// one-shot stream that cannot be replayed. Put a retry layer that knows
+/// your body type (tower's `retry` with a policy that clones it) outside
+/// this one if you want that.
+///
+/// ```no_run
+/// # async fn example(source: tokencache_client::ClientCredentials) {
+/// use http_body_util::Full;
+/// use hyper_util::client::legacy::Client;
+/// use hyper_util::rt::TokioExecutor;
+/// use tokencache_client::BearerLayer;
+/// use tower::ServiceBuilder;
+///
+/// let http = Client::builder(TokioExecutor::new()).build_http::<Full<bytes::Bytes>>();
+/// let client = ServiceBuilder::new().layer(BearerLayer::new(source)).service(http);
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct BearerLayer {
+    source: ClientCredentials,
+}
+
+impl BearerLayer {
+    /// A layer taking its tokens from `source`.
+    #[must_use]
+    pub fn new(source: ClientCredentials) -> Self {
+        Self { source }
+    }
+}
+
+impl<S> Layer<S> for BearerLayer {
+    type Service = BearerService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        BearerService {
+            inner,
+            source: self.source.clone(),
+        }
+    }
+}
+
+/// The service [`BearerLayer`] produces.
+#[derive(Debug, Clone)]
+pub struct BearerService<S> {
+    inner: S,
+    source: ClientCredentials,
+}
+
+impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for BearerService<S>
+where
+    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Into<BoxError>,
+    ReqBody: Send + 'static,
+{
+    type Response = http::Response<ResBody>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
+        // The service made ready by `poll_ready` goes into the future; a
+        // clone stays behind for the next call (tower's usual swap).
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let source = self.source.clone();
+        Box::pin(async move {
+            let token = source.token().await?;
+            request
+                .headers_mut()
+                .insert(AUTHORIZATION, token.authorization_header().clone());
+            let response = inner.call(request).await.map_err(Into::into)?;
+            if response.status() == StatusCode::UNAUTHORIZED {
+                source.invalidate_token(&token);
+            }
+            Ok(response)
+        })
+    }
+}

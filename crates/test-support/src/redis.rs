@@ -1,0 +1,638 @@
+//! Real Redis servers for tests: standalone, TLS with an ACL user, and a
+//! three-node cluster, each on free loopback ports in its own temporary
+//! directory, killed (and the directory removed) when the guard drops.
+//!
+//! The launchers run Debian's `redis-server` and `redis-cli`; `scripts/test`
+//! installs them when missing. They block the calling thread while a server
+//! starts (at most a few seconds), which is fine in a test.
+//!
+//! ```no_run
+//! use tokencache_test_support::redis::{RedisCluster, RedisServer};
+//!
+//! let plain = RedisServer::start();
+//! let secure = RedisServer::start_tls_acl();
+//! let cluster = RedisCluster::start(3);
+//! println!("{} {} {}", plain.url(), secure.url(), cluster.url());
+//! ```
+
+use std::ffi::OsString;
+use std::fs;
+use std::io::ErrorKind;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::thread::sleep;
+use std::time::Duration;
+
+use rand::Rng;
+use rand::distr::Alphanumeric;
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+
+/// The ACL user of [`RedisServer::start_tls_acl`].
+pub const ACL_USER: &str = "tokencache";
+
+/// How often, and how many times, to ask whether a server is up (or a
+/// cluster has agreed) before giving up: some 20 seconds in all.
+const POLL: Duration = Duration::from_millis(50);
+const POLLS: u32 = 400;
+
+/// A temporary directory, removed when dropped.
+#[derive(Debug)]
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(what: &str) -> Self {
+        let suffix: String = rand::rng()
+            .sample_iter(Alphanumeric)
+            .take(10)
+            .map(char::from)
+            .collect();
+        let path =
+            std::env::temp_dir().join(format!("tokencache-{what}-{}-{suffix}", std::process::id()));
+        fs::create_dir_all(&path)
+            .unwrap_or_else(|error| panic!("creating {}: {error}", path.display()));
+        Self(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A free loopback port: bound to `127.0.0.1:0`, read, released.
+///
+/// # Panics
+/// If loopback cannot be bound.
+#[must_use]
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .unwrap_or_else(|error| panic!("binding loopback: {error}"));
+    listener
+        .local_addr()
+        .unwrap_or_else(|error| panic!("reading the bound address: {error}"))
+        .port()
+}
+
+/// TLS settings of a server: the files and the client flags.
+#[derive(Debug, Clone)]
+struct Tls {
+    ca: PathBuf,
+}
+
+/// How `redis-cli` reaches one server.
+#[derive(Debug, Clone)]
+struct Access {
+    port: u16,
+    tls: Option<Tls>,
+    user: Option<(String, String)>,
+}
+
+impl Access {
+    /// `redis-cli` with the flags to reach the server; the password goes
+    /// through the environment, not the command line.
+    fn cli(&self) -> Command {
+        let mut command = Command::new("redis-cli");
+        command.args(["-h", "127.0.0.1", "-p", &self.port.to_string()]);
+        if let Some(tls) = &self.tls {
+            command.arg("--tls").arg("--cacert").arg(&tls.ca);
+        }
+        if let Some((user, password)) = &self.user {
+            command
+                .args(["--user", user])
+                .env("REDISCLI_AUTH", password);
+        }
+        command.stdin(Stdio::null());
+        command
+    }
+
+    fn answers_ping(&self) -> bool {
+        self.cli()
+            .arg("PING")
+            .output()
+            .is_ok_and(|output| String::from_utf8_lossy(&output.stdout).trim() == "PONG")
+    }
+}
+
+/// One `redis-server` process and how to start it again.
+#[derive(Debug)]
+struct Process {
+    args: Vec<OsString>,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Process {
+    fn spawn(args: Vec<OsString>, log: PathBuf) -> Self {
+        let mut process = Self {
+            args,
+            log,
+            child: None,
+        };
+        process.start();
+        process
+    }
+
+    fn start(&mut self) {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap_or_else(|error| panic!("creating {}: {error}", self.log.display()));
+        let log_err = log
+            .try_clone()
+            .unwrap_or_else(|error| panic!("duplicating the log handle: {error}"));
+        let child = Command::new("redis-server")
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            .spawn()
+            .unwrap_or_else(|error| {
+                if error.kind() == ErrorKind::NotFound {
+                    panic!(
+                        "redis-server is not installed: run scripts/test, which installs it \
+                         (apt-get install -y redis-server redis-tools)"
+                    )
+                }
+                panic!("starting redis-server: {error}")
+            });
+        self.child = Some(child);
+    }
+
+    /// Waits until `ready` holds, or panics with the server's log.
+    fn wait_until(&mut self, what: &str, mut ready: impl FnMut() -> bool) {
+        for _ in 0..POLLS {
+            if ready() {
+                return;
+            }
+            if let Some(child) = &mut self.child
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                self.child = None;
+                panic!(
+                    "redis-server exited ({status}) before {what}:\n{}",
+                    fs::read_to_string(&self.log).unwrap_or_default()
+                );
+            }
+            sleep(POLL);
+        }
+        panic!(
+            "redis-server: no {what} after {POLLS} tries:\n{}",
+            fs::read_to_string(&self.log).unwrap_or_default()
+        );
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A standalone `redis-server` on a free loopback port, killed on drop.
+#[derive(Debug)]
+pub struct RedisServer {
+    access: Access,
+    process: Process,
+    // Dropped last: the process is killed before its directory goes.
+    _dir: TempDir,
+}
+
+impl RedisServer {
+    /// A plain server: no TLS, no password, no persistence.
+    ///
+    /// # Panics
+    /// If `redis-server` is missing or does not answer `PING` in time.
+    #[must_use]
+    pub fn start() -> Self {
+        require_redis_tools();
+        let dir = TempDir::new("redis");
+        let port = free_port();
+        let mut args = base_args(&dir.0);
+        args.extend(["--port".into(), port.to_string().into()]);
+        let access = Access {
+            port,
+            tls: None,
+            user: None,
+        };
+        Self::launch(dir, args, access)
+    }
+
+    /// A server that speaks only TLS (a test CA and certificate for
+    /// `127.0.0.1`, made now) and admits only the ACL user [`ACL_USER`],
+    /// with a random password and rights on `tokencache:*` keys; the
+    /// `default` user is disabled.
+    ///
+    /// # Panics
+    /// If `redis-server` is missing, lacks TLS support, or does not answer
+    /// in time.
+    #[must_use]
+    pub fn start_tls_acl() -> Self {
+        require_redis_tools();
+        let dir = TempDir::new("redis-tls");
+        let port = free_port();
+        let tls = write_test_certificates(&dir.0);
+        let password: String = rand::rng()
+            .sample_iter(Alphanumeric)
+            .take(32)
+            .map(char::from)
+            .collect();
+        let mut args = base_args(&dir.0);
+        args.extend(tls_args(&dir.0, &tls, port));
+        args.extend(
+            [
+                "--user",
+                "default",
+                "off",
+                "--user",
+                ACL_USER,
+                "on",
+                &format!(">{password}"),
+                "~tokencache:*",
+                "+@all",
+            ]
+            .map(OsString::from),
+        );
+        let access = Access {
+            port,
+            tls: Some(tls),
+            user: Some((ACL_USER.to_owned(), password)),
+        };
+        Self::launch(dir, args, access)
+    }
+
+    fn launch(dir: TempDir, args: Vec<OsString>, access: Access) -> Self {
+        let process = Process::spawn(args, dir.0.join("redis.log"));
+        let mut server = Self {
+            access,
+            process,
+            _dir: dir,
+        };
+        server.wait_ready();
+        server
+    }
+
+    fn wait_ready(&mut self) {
+        let access = self.access.clone();
+        self.process
+            .wait_until("an answer to PING", || access.answers_ping());
+    }
+
+    /// The store URL: `redis://127.0.0.1:P`, or for the TLS server
+    /// `rediss://tokencache:PASSWORD@127.0.0.1:P`.
+    #[must_use]
+    pub fn url(&self) -> String {
+        let scheme = if self.access.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        let userinfo = match &self.access.user {
+            Some((user, password)) => format!("{user}:{password}@"),
+            None => String::new(),
+        };
+        format!("{scheme}://{userinfo}127.0.0.1:{}", self.access.port)
+    }
+
+    /// The port it listens on (the TLS port for the TLS server).
+    #[must_use]
+    pub fn port(&self) -> u16 {
+        self.access.port
+    }
+
+    /// The test CA's certificate (PEM), for the TLS server.
+    #[must_use]
+    pub fn ca_file(&self) -> Option<&Path> {
+        self.access.tls.as_ref().map(|tls| tls.ca.as_path())
+    }
+
+    /// The ACL user's password, for the TLS server.
+    #[must_use]
+    pub fn password(&self) -> Option<&str> {
+        self.access
+            .user
+            .as_ref()
+            .map(|(_, password)| password.as_str())
+    }
+
+    /// Kills the server (an outage). Its data is gone: nothing persists.
+    pub fn stop(&mut self) {
+        self.process.kill();
+    }
+
+    /// Starts it again on the same port, with the same settings, and waits
+    /// until it answers.
+    ///
+    /// # Panics
+    /// If it does not come back in time.
+    pub fn restart(&mut self) {
+        self.process.kill();
+        self.process.start();
+        self.wait_ready();
+    }
+
+    /// Runs `redis-cli` against the server with `args` (TLS and the ACL
+    /// user added as needed), as in `server.cli(&["--scan"])`.
+    ///
+    /// # Panics
+    /// If `redis-cli` cannot be run.
+    #[must_use]
+    pub fn cli(&self, args: &[&str]) -> Output {
+        self.access
+            .cli()
+            .args(args)
+            .output()
+            .unwrap_or_else(|error| panic!("running redis-cli: {error}"))
+    }
+}
+
+/// A Redis Cluster of primaries without replicas, every node on free
+/// loopback ports, all killed on drop.
+#[derive(Debug)]
+pub struct RedisCluster {
+    nodes: Vec<(Access, Process)>,
+    _dir: TempDir,
+}
+
+impl RedisCluster {
+    /// Starts `primaries` nodes (at least three, as Redis requires), joins
+    /// them with `redis-cli --cluster create`, and waits until every node
+    /// reports `cluster_state:ok`.
+    ///
+    /// # Panics
+    /// If fewer than three nodes are asked for, or the cluster does not form
+    /// in time.
+    #[must_use]
+    pub fn start(primaries: usize) -> Self {
+        Self::launch(primaries, false)
+    }
+
+    /// Like [`start`](Self::start), but every node speaks only TLS, to
+    /// clients and on the cluster bus (a test CA and a certificate for
+    /// `127.0.0.1`, made now; see [`ca_file`](Self::ca_file)).
+    ///
+    /// # Panics
+    /// As [`start`](Self::start).
+    #[must_use]
+    pub fn start_tls(primaries: usize) -> Self {
+        Self::launch(primaries, true)
+    }
+
+    fn launch(primaries: usize, tls: bool) -> Self {
+        assert!(
+            primaries >= 3,
+            "a Redis Cluster needs at least three primaries"
+        );
+        require_redis_tools();
+        let dir = TempDir::new("redis-cluster");
+        let tls = tls.then(|| write_test_certificates(&dir.0));
+        let mut nodes = Vec::with_capacity(primaries);
+        for index in 0..primaries {
+            let node_dir = dir.0.join(format!("node-{index}"));
+            fs::create_dir_all(&node_dir)
+                .unwrap_or_else(|error| panic!("creating {}: {error}", node_dir.display()));
+            let (port, bus) = (free_port(), free_port());
+            let mut args = base_args(&node_dir);
+            match &tls {
+                None => args.extend(["--port".into(), port.to_string().into()]),
+                Some(tls) => {
+                    args.extend(tls_args(&dir.0, tls, port));
+                    args.extend(["--tls-cluster", "yes"].map(OsString::from));
+                }
+            }
+            args.extend(
+                [
+                    // The bus port is chosen too: port + 10000 may be taken
+                    // or past 65535.
+                    "--cluster-port",
+                    &bus.to_string(),
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    &node_dir.join("nodes.conf").to_string_lossy(),
+                    "--cluster-node-timeout",
+                    "5000",
+                ]
+                .map(OsString::from),
+            );
+            let access = Access {
+                port,
+                tls: tls.clone(),
+                user: None,
+            };
+            let process = Process::spawn(args, node_dir.join("redis.log"));
+            nodes.push((access, process));
+        }
+        for (access, process) in &mut nodes {
+            let access = access.clone();
+            process.wait_until("an answer to PING", || access.answers_ping());
+        }
+        let cluster = Self { nodes, _dir: dir };
+        cluster.create();
+        cluster.wait_ok();
+        cluster
+    }
+
+    fn create(&self) {
+        let Some((first, _)) = self.nodes.first() else {
+            return;
+        };
+        let mut command = first.cli();
+        command.arg("--cluster").arg("create");
+        for (access, _) in &self.nodes {
+            command.arg(format!("127.0.0.1:{}", access.port));
+        }
+        command.args(["--cluster-replicas", "0", "--cluster-yes"]);
+        let output = command
+            .output()
+            .unwrap_or_else(|error| panic!("running redis-cli --cluster create: {error}"));
+        assert!(
+            output.status.success(),
+            "redis-cli --cluster create failed:\n{}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    fn wait_ok(&self) {
+        for (access, _) in &self.nodes {
+            let ok = (0..POLLS).any(|_| {
+                let info = access.cli().args(["CLUSTER", "INFO"]).output();
+                let ok = info.is_ok_and(|output| {
+                    String::from_utf8_lossy(&output.stdout).contains("cluster_state:ok")
+                });
+                if !ok {
+                    sleep(POLL);
+                }
+                ok
+            });
+            assert!(
+                ok,
+                "node 127.0.0.1:{} did not reach cluster_state:ok after {POLLS} tries",
+                access.port
+            );
+        }
+    }
+
+    /// The store URL: `redis-cluster://127.0.0.1:P1,127.0.0.1:P2,…`
+    /// (`rediss-cluster://…` for the TLS cluster).
+    #[must_use]
+    pub fn url(&self) -> String {
+        let nodes: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|(access, _)| format!("127.0.0.1:{}", access.port))
+            .collect();
+        let scheme = if self.ca_file().is_some() {
+            "rediss-cluster"
+        } else {
+            "redis-cluster"
+        };
+        format!("{scheme}://{}", nodes.join(","))
+    }
+
+    /// The test CA's certificate (PEM), for the TLS cluster.
+    #[must_use]
+    pub fn ca_file(&self) -> Option<&Path> {
+        self.nodes
+            .first()
+            .and_then(|(access, _)| access.tls.as_ref())
+            .map(|tls| tls.ca.as_path())
+    }
+
+    /// The nodes' client ports.
+    #[must_use]
+    pub fn ports(&self) -> Vec<u16> {
+        self.nodes.iter().map(|(access, _)| access.port).collect()
+    }
+
+    /// Runs `redis-cli -c` (following redirects) against the first node.
+    ///
+    /// # Panics
+    /// If `redis-cli` cannot be run.
+    #[must_use]
+    pub fn cli(&self, args: &[&str]) -> Output {
+        let Some((first, _)) = self.nodes.first() else {
+            panic!("a cluster without nodes");
+        };
+        first
+            .cli()
+            .arg("-c")
+            .args(args)
+            .output()
+            .unwrap_or_else(|error| panic!("running redis-cli: {error}"))
+    }
+}
+
+/// A TLS-only listener on `port` with the test certificates in `dir`;
+/// clients need not present certificates.
+fn tls_args(dir: &Path, tls: &Tls, port: u16) -> Vec<OsString> {
+    [
+        "--port",
+        "0",
+        "--tls-port",
+        &port.to_string(),
+        "--tls-cert-file",
+        &dir.join("server.pem").to_string_lossy(),
+        "--tls-key-file",
+        &dir.join("server.key").to_string_lossy(),
+        "--tls-ca-cert-file",
+        &tls.ca.to_string_lossy(),
+        "--tls-auth-clients",
+        "no",
+    ]
+    .map(OsString::from)
+    .to_vec()
+}
+
+/// Panics with the way out when Redis is not installed.
+fn require_redis_tools() {
+    for tool in ["redis-server", "redis-cli"] {
+        let found = Command::new(tool)
+            .arg("--version")
+            .stdin(Stdio::null())
+            .output()
+            .is_ok_and(|output| output.status.success());
+        assert!(
+            found,
+            "{tool} is not installed: run scripts/test, which installs it \
+             (apt-get install -y redis-server redis-tools)"
+        );
+    }
+}
+
+/// Settings every test server shares: loopback only, nothing on disk but
+/// its directory, no persistence.
+fn base_args(dir: &Path) -> Vec<OsString> {
+    [
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--protected-mode",
+        "yes",
+        "--dir",
+        &dir.to_string_lossy(),
+    ]
+    .map(OsString::from)
+    .to_vec()
+}
+
+/// A test CA and a server certificate for `127.0.0.1` and `localhost`
+/// signed by it, written as `ca.pem`, `server.pem` and `server.key`.
+fn write_test_certificates(dir: &Path) -> Tls {
+    let generated = (|| -> Result<(String, String, String), rcgen::Error> {
+        let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "tokencache test CA");
+        ca_params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let ca_key = KeyPair::generate()?;
+        let ca_cert = ca_params.self_signed(&ca_key)?;
+        let issuer = Issuer::new(ca_params, ca_key);
+
+        let mut server_params =
+            CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])?;
+        server_params
+            .distinguished_name
+            .push(DnType::CommonName, "127.0.0.1");
+        server_params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        server_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        server_params.use_authority_key_identifier_extension = true;
+        let server_key = KeyPair::generate()?;
+        let server_cert = server_params.signed_by(&server_key, &issuer)?;
+        Ok((ca_cert.pem(), server_cert.pem(), server_key.serialize_pem()))
+    })();
+    let (ca, cert, key) =
+        generated.unwrap_or_else(|error| panic!("generating test certificates: {error}"));
+    let write = |name: &str, contents: &str| {
+        let path = dir.join(name);
+        fs::write(&path, contents)
+            .unwrap_or_else(|error| panic!("writing {}: {error}", path.display()));
+        path
+    };
+    write("server.pem", &cert);
+    write("server.key", &key);
+    Tls {
+        ca: write("ca.pem", &ca),
+    }
+}
