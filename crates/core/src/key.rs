@@ -115,11 +115,12 @@ impl KeyDeriver {
                 .client_secret()
                 .map(|secret| secret.secret().as_bytes()),
         );
-        let scopes = request.scopes();
-        count(&mut mac, scopes.len());
-        for scope in scopes {
-            field(&mut mac, scope.as_bytes());
-        }
+        request.with_scopes(|scopes| {
+            count(&mut mac, scopes.len());
+            for scope in scopes {
+                field(&mut mac, scope.as_bytes());
+            }
+        });
         let extra = request.extra_params();
         count(&mut mac, extra.len());
         for (name, value) in extra {

@@ -116,20 +116,27 @@ impl<'a> TokenRequest<'a> {
             return Err(RequestError::DuplicateParameter(printable_name(&pair[0].0)));
         }
 
+        // Take the four known parameters out, keep the rest (already sorted)
+        // in the same allocation.
         let mut grant_type = None;
         let mut client_id = None;
         let mut client_secret = None;
         let mut scope = None;
-        let mut extra = Vec::with_capacity(params.len());
-        for (name, value) in params {
-            match &*name {
-                "grant_type" => grant_type = Some(value),
-                "client_id" => client_id = Some(value),
-                "client_secret" => client_secret = Some(ClientSecret::new(value.into_owned())),
-                "scope" => scope = Some(value),
-                _ => extra.push((name, value)),
-            }
-        }
+        let mut extra = params;
+        extra.retain_mut(|(name, value)| {
+            let slot = match &**name {
+                "grant_type" => &mut grant_type,
+                "client_id" => &mut client_id,
+                "scope" => &mut scope,
+                "client_secret" => {
+                    client_secret = Some(ClientSecret::new(std::mem::take(value).into_owned()));
+                    return false;
+                }
+                _ => return true,
+            };
+            *slot = Some(std::mem::take(value));
+            false
+        });
         let grant_type = grant_type.ok_or(RequestError::MissingGrantType)?;
 
         let credential_source = match authorization {
@@ -209,6 +216,32 @@ impl<'a> TokenRequest<'a> {
         scopes
     }
 
+    /// Calls `visit` with the scope set (see [`scopes`](Self::scopes)),
+    /// built on the stack when there are at most 16 scopes.
+    pub fn with_scopes<R>(&self, visit: impl FnOnce(&[&str]) -> R) -> R {
+        const ON_STACK: usize = 16;
+        let scope = self.scope.as_deref().unwrap_or_default();
+        let mut buffer: [&str; ON_STACK] = [""; ON_STACK];
+        let mut count = 0;
+        for token in scope.split(' ').filter(|s| !s.is_empty()) {
+            if count == ON_STACK {
+                return visit(&self.scopes());
+            }
+            buffer[count] = token;
+            count += 1;
+        }
+        let scopes = &mut buffer[..count];
+        scopes.sort_unstable();
+        let mut unique = 0;
+        for index in 0..scopes.len() {
+            if unique == 0 || scopes[index] != scopes[unique - 1] {
+                scopes[unique] = scopes[index];
+                unique += 1;
+            }
+        }
+        visit(&scopes[..unique])
+    }
+
     /// Every parameter other than `grant_type`, `client_id`,
     /// `client_secret` and `scope`, sorted by name.
     pub fn extra_params(&self) -> impl ExactSizeIterator<Item = (&str, &str)> {
@@ -238,7 +271,7 @@ fn parse_basic(header: &[u8]) -> Result<Option<(String, ClientSecret)>, RequestE
     if rest.is_empty() {
         return Err(RequestError::MalformedBasicAuth("no credentials"));
     }
-    let decoded = zeroize::Zeroizing::new(
+    let mut decoded = zeroize::Zeroizing::new(
         BASIC_BASE64
             .decode(rest)
             .map_err(|_| RequestError::MalformedBasicAuth("not base64"))?,
@@ -251,16 +284,25 @@ fn parse_basic(header: &[u8]) -> Result<Option<(String, ClientSecret)>, RequestE
         ))?;
     // RFC 6749 §2.3.1: both halves are form-urlencoded before base64.
     let id = form::decode_component(&decoded[..colon])
-        .map_err(|e| RequestError::MalformedBasicAuth(e.describe()))?;
+        .map_err(|e| RequestError::MalformedBasicAuth(e.describe()))?
+        .into_owned();
     if id.is_empty() {
         return Err(RequestError::MalformedBasicAuth("empty client id"));
     }
-    let secret = form::decode_component(&decoded[colon + 1..])
-        .map_err(|e| RequestError::MalformedBasicAuth(e.describe()))?;
-    Ok(Some((
-        id.into_owned(),
-        ClientSecret::new(secret.into_owned()),
-    )))
+    let secret = match form::decode_component(&decoded[colon + 1..])
+        .map_err(|e| RequestError::MalformedBasicAuth(e.describe()))?
+    {
+        std::borrow::Cow::Owned(secret) => secret,
+        // Nothing to decode: the decoded buffer becomes the secret, with no
+        // second copy of it in memory.
+        std::borrow::Cow::Borrowed(_) => {
+            let mut bytes = std::mem::take(&mut *decoded);
+            bytes.drain(..=colon);
+            String::from_utf8(bytes)
+                .map_err(|_| RequestError::MalformedBasicAuth("form is not valid UTF-8"))?
+        }
+    };
+    Ok(Some((id, ClientSecret::new(secret))))
 }
 
 /// A parameter name fit for an error message: printable ASCII, bounded.
@@ -474,6 +516,17 @@ mod tests {
         .unwrap();
         assert_eq!(bearer.credential_source(), CredentialSource::ForeignHeader);
         assert!(!bearer.is_cacheable());
+    }
+
+    #[test]
+    fn scope_sets_on_the_stack_and_on_the_heap_agree() {
+        let many: Vec<String> = (0..20).rev().map(|n| format!("s{n:02}")).collect();
+        for scope in ["b a b c", "", "one", &many.join("+")] {
+            let body = format!("grant_type=client_credentials&client_id=c&scope={scope}");
+            let request = TokenRequest::parse(FORM, None, None, body.as_bytes()).unwrap();
+            let expected = request.scopes();
+            request.with_scopes(|set| assert_eq!(set, expected.as_slice(), "{scope}"));
+        }
     }
 
     #[test]

@@ -5,10 +5,13 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
 use http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::BodyExt;
 use tokencache_core::{CacheKey, Freshness, TokenRequest};
 use tokencache_upstream::FetchRequest;
 
@@ -17,7 +20,7 @@ use crate::error::ProxyError;
 use crate::flight::{Flights, Forward, Joined, LoadOutcome};
 use crate::metrics::Outcome;
 use crate::observe::is_failed_pass_through;
-use crate::proxy::Route;
+use crate::proxy::{Route, Shared};
 
 /// `POST` on a route's path.
 pub(crate) async fn token(State(route): State<Arc<Route>>, request: Request) -> Response {
@@ -41,7 +44,7 @@ async fn answer_token_request(
 ) -> Result<Response, ProxyError> {
     let shared = &route.shared;
     let (parts, body) = request.into_parts();
-    let body = read_body(body, &parts.headers, shared.max_body_bytes).await?;
+    let body = read_body(body, &parts.headers, shared).await?;
     let parsed = TokenRequest::parse(
         parts.headers.get(CONTENT_TYPE).map(|v| v.as_bytes()),
         parts.headers.get(AUTHORIZATION).map(|v| v.as_bytes()),
@@ -164,8 +167,11 @@ async fn bypass(
     Ok(answer::passed_through(&answer, CacheStatus::Bypass))
 }
 
-/// Reads the whole body, refusing more than `limit` bytes.
-async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, ProxyError> {
+/// Reads the whole body, refusing more than the limit, within the request
+/// timeout. A token request's body usually arrives with its headers: then it
+/// is read at once, without arming a timer (the hit path's common case).
+async fn read_body(body: Body, headers: &HeaderMap, shared: &Shared) -> Result<Bytes, ProxyError> {
+    let limit = shared.max_body_bytes;
     let declared = headers
         .get(CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
@@ -173,11 +179,41 @@ async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Byte
     if declared.is_some_and(|length| length > limit as u64) {
         return Err(ProxyError::BodyTooLarge(limit));
     }
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => {
-            Err(ProxyError::BodyTooLarge(limit))
-        }
-        Err(_) => Err(ProxyError::BodyUnreadable),
+    let mut reading = std::pin::pin!(read_all(body, limit));
+    if let std::task::Poll::Ready(result) = futures::poll!(reading.as_mut()) {
+        return result;
     }
+    let timeout = Duration::from_millis(shared.request_timeout_ms.load(Ordering::Relaxed));
+    tokio::time::timeout(timeout, reading)
+        .await
+        .unwrap_or(Err(ProxyError::RequestTimeout))
+}
+
+/// Collects the body's data frames; one frame (the usual case) is returned
+/// as it came, without copying.
+async fn read_all(mut body: Body, limit: usize) -> Result<Bytes, ProxyError> {
+    let mut first: Option<Bytes> = None;
+    let mut joined: Option<BytesMut> = None;
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| ProxyError::BodyUnreadable)?;
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers
+        };
+        total += data.len();
+        if total > limit {
+            return Err(ProxyError::BodyTooLarge(limit));
+        }
+        match (&mut first, &mut joined) {
+            (_, Some(joined)) => joined.extend_from_slice(&data),
+            (Some(head), None) => {
+                let mut buffer = BytesMut::with_capacity(total);
+                buffer.extend_from_slice(head);
+                buffer.extend_from_slice(&data);
+                joined = Some(buffer);
+            }
+            (None, None) => first = Some(data),
+        }
+    }
+    Ok(joined.map(BytesMut::freeze).or(first).unwrap_or_default())
 }

@@ -1,11 +1,10 @@
 //! The proxy's shared state and its routers.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
-use axum::response::IntoResponse;
 use axum::routing::post;
 use tokencache_core::{
     CacheKey, CachedToken, Clock, FreshnessPolicy, HmacKey, KeyDeriver, UnixMillis,
@@ -38,6 +37,7 @@ pub(crate) struct Shared {
     pub(crate) tier: Option<SharedTier>,
     pub(crate) clients: ClientIndex,
     pub(crate) admin_token: Option<AdminToken>,
+    pub(crate) request_timeout_ms: AtomicU64,
     pub(crate) ready: AtomicBool,
 }
 
@@ -128,6 +128,7 @@ impl Proxy {
             tier,
             clients: ClientIndex::default(),
             admin_token: config.admin_token,
+            request_timeout_ms: AtomicU64::new(30_000),
             ready: AtomicBool::new(true),
         });
         let routes = config
@@ -176,24 +177,14 @@ impl Proxy {
             })
     }
 
-    /// [`router`](Self::router) with every request bounded by `timeout`
-    /// (a client that trickles its body, say): past it, 408.
-    pub fn router_with_timeout(&self, timeout: Duration) -> Router {
-        let shared = Arc::clone(&self.shared);
-        self.router().layer(axum::middleware::from_fn(
-            move |request, next: axum::middleware::Next| {
-                let shared = Arc::clone(&shared);
-                async move {
-                    match tokio::time::timeout(timeout, next.run(request)).await {
-                        Ok(response) => response,
-                        Err(_) => {
-                            shared.metrics.request(Outcome::Error);
-                            ProxyError::RequestTimeout.into_response()
-                        }
-                    }
-                }
-            },
-        ))
+    /// Bounds the time a client has to send its whole request body: past
+    /// it, 408. (Headers are bounded by the listener's header read timeout,
+    /// the upstream by the load deadline.) Default 30 s.
+    pub fn set_request_timeout(&self, timeout: Duration) {
+        let millis = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        self.shared
+            .request_timeout_ms
+            .store(millis, Ordering::Relaxed);
     }
 
     /// The admin endpoints: `/metrics`, `/healthz`, `/readyz`, `/purge`.

@@ -29,8 +29,8 @@ pub struct Limits {
     /// Time a client has to send its request headers; a slowloris client
     /// is cut off after it. Default 5 s.
     pub header_read_timeout: Duration,
-    /// Time a request may take, body and upstream included; past it the
-    /// client gets 408. Default 30 s (above the 15 s load deadline).
+    /// Time a client has to send its whole request body; past it, 408.
+    /// Default 30 s.
     pub request_timeout: Duration,
     /// Bytes of request headers accepted (HTTP/1.1 read buffer, HTTP/2
     /// header list); larger headers get 431. Default 16 KiB.
@@ -103,7 +103,8 @@ pub async fn serve_with(
 ) -> io::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let limits = options.limits;
-    let router = proxy.router_with_timeout(limits.request_timeout);
+    proxy.set_request_timeout(limits.request_timeout);
+    let router = proxy.router();
     let main = tokio::spawn(accept_loop(
         listener,
         router,
