@@ -28,10 +28,28 @@ pub enum Command {
     /// Run the mock identity provider alone: a Cognito-shaped token endpoint
     /// for local development and tests.
     MockIdp(MockIdpArgs),
+    /// Manage a shared store.
+    #[command(subcommand)]
+    Store(StoreCommand),
     /// Print an access token from a token endpoint (client credentials).
     /// The secret comes from TOKENCACHE_CLIENT_SECRET or standard input,
     /// never from the command line.
     Token(crate::token_command::TokenArgs),
+}
+
+/// `tokencache store …`.
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Create the store's table (dynamodb://TABLE), with TTL enabled on its
+    /// expiry attribute. Idempotent. Region and credentials come from the
+    /// standard AWS chain.
+    Init {
+        /// The store, e.g. dynamodb://tokencache.
+        store: String,
+        /// Logging.
+        #[command(flatten)]
+        log: LogArgs,
+    },
 }
 
 /// Log line format.
@@ -105,6 +123,45 @@ pub struct ServeArgs {
     /// process, which suits the memory store.
     #[arg(long, env = "TOKENCACHE_HMAC_KEY_FILE")]
     pub hmac_key_file: Option<PathBuf>,
+
+    /// Where tokens are kept: memory (the default), redis://[user:pass@]host:port[/db],
+    /// rediss://… (TLS), redis-cluster://host:port,host:port,…, rediss-cluster://…,
+    /// or dynamodb://TABLE. Shared stores hold only sealed entries.
+    #[arg(long, env = "TOKENCACHE_STORE")]
+    pub store: Option<String>,
+
+    /// CA certificates (PEM) for a rediss:// store with a private CA.
+    #[arg(long, env = "TOKENCACHE_STORE_CA_FILE")]
+    pub store_ca_file: Option<PathBuf>,
+
+    /// Key prefix in Redis [default: tokencache:].
+    #[arg(long, env = "TOKENCACHE_REDIS_PREFIX")]
+    pub redis_prefix: Option<String>,
+
+    /// File of AES-256 keys sealing shared-store entries: base64, one per
+    /// line, the first active, the others still read (rotation); or 32 raw
+    /// bytes. TOKENCACHE_ENCRYPTION_KEY (base64, comma-separated) also works.
+    #[arg(long, env = "TOKENCACHE_ENCRYPTION_KEY_FILE")]
+    pub encryption_key_file: Option<PathBuf>,
+
+    /// File of KMS-encrypted data keys (base64 ciphertext blobs, one per
+    /// line, the first active), decrypted through AWS KMS at start-up.
+    #[arg(
+        long,
+        env = "TOKENCACHE_ENCRYPTION_KEY_KMS",
+        conflicts_with = "encryption_key_file"
+    )]
+    pub encryption_key_kms: Option<PathBuf>,
+
+    /// With a shared store: how long the memory tier keeps an entry before
+    /// asking the store again [default: 30s].
+    #[arg(long, env = "TOKENCACHE_L1_TTL")]
+    pub l1_ttl: Option<humantime::Duration>,
+
+    /// The longest one shared-store operation may take before the proxy
+    /// carries on without it [default: 500ms].
+    #[arg(long, env = "TOKENCACHE_STORE_TIMEOUT")]
+    pub store_timeout: Option<humantime::Duration>,
 
     /// File holding the admin API's bearer token (purges need it; without a
     /// token they answer 401). TOKENCACHE_ADMIN_TOKEN also works.

@@ -15,6 +15,7 @@ mod demo;
 mod logging;
 mod settings;
 mod shutdown;
+mod store;
 mod token_command;
 
 use std::process::ExitCode;
@@ -27,7 +28,7 @@ use tokencache_mock_idp::{MockIdp, MockIdpConfig};
 use tokencache_proxy::{Proxy, ReloadableTls, ServeOptions};
 use tokio::net::TcpListener;
 
-use crate::cli::{Cli, Command, MockIdpArgs, ServeArgs};
+use crate::cli::{Cli, Command, MockIdpArgs, ServeArgs, StoreCommand};
 use crate::settings::{FileConfig, ProcessEnvironment, ServeSettings, SettingsError};
 
 /// `EX_USAGE` from sysexits(3): the configuration is unusable.
@@ -51,6 +52,10 @@ fn main() -> ExitCode {
             Command::Demo(args) => demo::run(args).await.map_err(Failure::Run),
             Command::MockIdp(args) => mock_idp(args).await.map_err(Failure::Run),
             Command::Token(args) => token_command::run(args).await.map_err(Failure::Run),
+            Command::Store(StoreCommand::Init { store, log }) => {
+                logging::init(&log).map_err(Failure::Config)?;
+                store::init(&store).await.map_err(Failure::Run)
+            }
         }
     });
     match result {
@@ -86,8 +91,12 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
         Some(path) => FileConfig::load(path)?,
         None => FileConfig::default(),
     };
-    let settings = ServeSettings::resolve(args, file, &ProcessEnvironment)?;
+    let mut settings = ServeSettings::resolve(args, file, &ProcessEnvironment)?;
     logging::init(&settings.log).map_err(Failure::Config)?;
+    settings.proxy.shared_store = settings.store.open(&ProcessEnvironment).await?;
+    if let Some(shared) = &settings.proxy.shared_store {
+        tracing::info!(store = ?settings.store.spec, keys = ?shared.keys, "shared store");
+    }
     let proxy = Proxy::new(settings.proxy.clone(), Arc::new(SystemClock))
         .map_err(|error| Failure::Config(error.to_string()))?;
     let tls = match &settings.tls {

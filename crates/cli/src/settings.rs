@@ -12,6 +12,7 @@ use tokencache_core::{Backoff, FreshnessPolicy, HmacKey, MinRemaining};
 use tokencache_proxy::{AdminToken, Limits, ProxyConfig, RouteConfig, TlsFiles};
 
 use crate::cli::{LogArgs, LogFormat, ServeArgs};
+use crate::store::{ENCRYPTION_KEY_VAR, KeySource, StoreSettings, StoreSpec};
 
 /// The environment variable holding the cache-key HMAC key (base64).
 pub const HMAC_KEY_VAR: &str = "TOKENCACHE_HMAC_KEY";
@@ -98,6 +99,8 @@ pub struct FileConfig {
     negative_ttl: Option<String>,
     #[serde(default)]
     server: FileServer,
+    #[serde(default)]
+    store: FileStore,
     log_format: Option<LogFormat>,
     log: Option<String>,
     #[serde(default)]
@@ -133,6 +136,19 @@ struct FileServer {
     request_timeout: Option<String>,
     max_header_bytes: Option<ByteSize>,
     max_headers: Option<usize>,
+}
+
+/// `[store]`: the shared store and its keys.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileStore {
+    url: Option<String>,
+    ca_file: Option<PathBuf>,
+    prefix: Option<String>,
+    encryption_key_file: Option<PathBuf>,
+    encryption_key_kms: Option<PathBuf>,
+    l1_ttl: Option<String>,
+    timeout: Option<String>,
 }
 
 /// `[[routes]]`: a path and the token endpoint behind it.
@@ -187,6 +203,8 @@ pub struct ServeSettings {
     pub limits: Limits,
     /// HTTPS certificate and key.
     pub tls: Option<TlsFiles>,
+    /// The shared store, if any.
+    pub store: StoreSettings,
     /// Logging.
     pub log: LogArgs,
 }
@@ -232,6 +250,7 @@ impl ServeSettings {
         proxy.freshness = freshness;
         resolve_resilience(&mut proxy, &args, &file.upstream)?;
         let limits = resolve_limits(&args, &file.server)?;
+        let store = resolve_store(&args, &file.store, env)?;
         let tls = match (
             args.tls_cert.clone().or(file.server.tls_cert),
             args.tls_key.clone().or(file.server.tls_key),
@@ -285,6 +304,7 @@ impl ServeSettings {
         Ok(Self {
             limits,
             tls,
+            store,
             listen: args
                 .listen
                 .or(file.listen)
@@ -306,6 +326,48 @@ impl ServeSettings {
             },
         })
     }
+}
+
+/// The shared store: flag, then `[store]` in the file.
+fn resolve_store(
+    args: &ServeArgs,
+    file: &FileStore,
+    env: &impl Environment,
+) -> Result<StoreSettings, SettingsError> {
+    let spec = match args.store.as_deref().or(file.url.as_deref()) {
+        Some(text) => StoreSpec::parse(text)?,
+        None => StoreSpec::Memory,
+    };
+    let keys = match (
+        args.encryption_key_file
+            .clone()
+            .or(file.encryption_key_file.clone()),
+        args.encryption_key_kms
+            .clone()
+            .or(file.encryption_key_kms.clone()),
+    ) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                "encryption key",
+                "give a key file or a KMS key file, not both",
+            ));
+        }
+        (Some(path), None) => Some(KeySource::File(path)),
+        (None, Some(path)) => Some(KeySource::Kms(path)),
+        (None, None) => env.var(ENCRYPTION_KEY_VAR).map(|_| KeySource::Environment),
+    };
+    let settings = StoreSettings {
+        spec,
+        keys,
+        ca_file: args.store_ca_file.clone().or(file.ca_file.clone()),
+        prefix: args.redis_prefix.clone().or(file.prefix.clone()),
+        l1_ttl: duration_setting("l1-ttl", args.l1_ttl, file.l1_ttl.clone())?
+            .unwrap_or(Duration::from_secs(30)),
+        op_timeout: duration_setting("store-timeout", args.store_timeout, file.timeout.clone())?
+            .unwrap_or(Duration::from_millis(500)),
+    };
+    settings.validate(env)?;
+    Ok(settings)
 }
 
 /// Limits of the token listener: flag, then `[server]` in the file.
@@ -688,6 +750,61 @@ mod tests {
         .unwrap_err();
         assert!(error.to_string().contains("32 bytes"), "{error}");
         assert!(!error.to_string().contains("c2hvcnQ"));
+    }
+
+    #[test]
+    fn shared_store_settings() {
+        let key = base64::engine::general_purpose::STANDARD.encode([5u8; 32]);
+        let mut env = no_env();
+        env.insert(ENCRYPTION_KEY_VAR.into(), key);
+        let settings = ServeSettings::resolve(
+            serve_args(&[
+                "--upstream",
+                "https://idp.example/t",
+                "--store",
+                "redis://127.0.0.1:6379",
+                "--l1-ttl",
+                "10s",
+            ]),
+            FileConfig::default(),
+            &env,
+        )
+        .unwrap();
+        assert_eq!(
+            settings.store.spec,
+            StoreSpec::Redis("redis://127.0.0.1:6379".into())
+        );
+        assert_eq!(settings.store.keys, Some(KeySource::Environment));
+        assert_eq!(settings.store.l1_ttl, Duration::from_secs(10));
+        // Without a key, a shared store refuses to start.
+        let error = ServeSettings::resolve(
+            serve_args(&[
+                "--upstream",
+                "https://idp.example/t",
+                "--store",
+                "dynamodb://t",
+            ]),
+            FileConfig::default(),
+            &no_env(),
+        )
+        .unwrap_err();
+        assert!(error.to_string().contains("encryption key"), "{error}");
+        let from_file = file(
+            r#"
+            [store]
+            url = "dynamodb://tokens"
+            encryption_key_file = "/etc/tokencache/keys"
+            timeout = "200ms"
+            "#,
+        );
+        let settings = ServeSettings::resolve(
+            serve_args(&["--upstream", "https://idp.example/t"]),
+            from_file,
+            &no_env(),
+        )
+        .unwrap();
+        assert_eq!(settings.store.spec, StoreSpec::DynamoDb("tokens".into()));
+        assert_eq!(settings.store.op_timeout, Duration::from_millis(200));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Real Redis servers for tests: standalone, TLS with an ACL user, and a
-//! three-node cluster, each on free loopback ports in its own temporary
-//! directory, killed (and the directory removed) when the guard drops.
+//! three-node cluster (plain or TLS), each on free loopback ports in its
+//! own temporary directory, killed (and the directory removed) when the
+//! guard drops.
 //!
 //! The launchers run Debian's `redis-server` and `redis-cli`; `scripts/test`
 //! installs them when missing. They block the calling thread while a server
@@ -34,10 +35,22 @@ use rcgen::{
 /// The ACL user of [`RedisServer::start_tls_acl`].
 pub const ACL_USER: &str = "tokencache";
 
-/// How often, and how many times, to ask whether a server is up (or a
-/// cluster has agreed) before giving up: some 20 seconds in all.
+/// How long a server may take to answer `PING`, and a cluster to agree,
+/// and how often to ask.
+const STARTUP_LIMIT: Duration = Duration::from_secs(20);
 const POLL: Duration = Duration::from_millis(50);
-const POLLS: u32 = 400;
+
+/// A wall-clock deadline for a real process to get ready. No clock is
+/// injected here: the thing waited for is a real process.
+#[allow(clippy::disallowed_methods)]
+fn deadline() -> std::time::Instant {
+    std::time::Instant::now() + STARTUP_LIMIT
+}
+
+#[allow(clippy::disallowed_methods)]
+fn passed(deadline: std::time::Instant) -> bool {
+    std::time::Instant::now() > deadline
+}
 
 /// A temporary directory, removed when dropped.
 #[derive(Debug)]
@@ -166,7 +179,8 @@ impl Process {
 
     /// Waits until `ready` holds, or panics with the server's log.
     fn wait_until(&mut self, what: &str, mut ready: impl FnMut() -> bool) {
-        for _ in 0..POLLS {
+        let deadline = deadline();
+        while !passed(deadline) {
             if ready() {
                 return;
             }
@@ -182,7 +196,7 @@ impl Process {
             sleep(POLL);
         }
         panic!(
-            "redis-server: no {what} after {POLLS} tries:\n{}",
+            "redis-server: no {what} within {STARTUP_LIMIT:?}:\n{}",
             fs::read_to_string(&self.log).unwrap_or_default()
         );
     }
@@ -363,7 +377,7 @@ impl RedisServer {
 #[derive(Debug)]
 pub struct RedisCluster {
     nodes: Vec<(Access, Process)>,
-    _dir: TempDir,
+    dir: TempDir,
 }
 
 impl RedisCluster {
@@ -439,50 +453,77 @@ impl RedisCluster {
             let access = access.clone();
             process.wait_until("an answer to PING", || access.answers_ping());
         }
-        let cluster = Self { nodes, _dir: dir };
-        cluster.create();
+        let cluster = Self { nodes, dir };
+        cluster.create(&cluster.dir.0);
         cluster.wait_ok();
         cluster
     }
 
-    fn create(&self) {
+    /// Joins the nodes. `redis-cli --cluster create` waits for the nodes to
+    /// agree without a limit of its own (forever, if they cannot reach
+    /// each other's bus), so it runs under the startup limit.
+    fn create(&self, dir: &Path) {
         let Some((first, _)) = self.nodes.first() else {
             return;
         };
+        let log_path = dir.join("cluster-create.log");
+        let log = fs::File::create(&log_path)
+            .unwrap_or_else(|error| panic!("creating {}: {error}", log_path.display()));
+        let log_err = log
+            .try_clone()
+            .unwrap_or_else(|error| panic!("duplicating the log handle: {error}"));
         let mut command = first.cli();
         command.arg("--cluster").arg("create");
         for (access, _) in &self.nodes {
             command.arg(format!("127.0.0.1:{}", access.port));
         }
-        command.args(["--cluster-replicas", "0", "--cluster-yes"]);
-        let output = command
-            .output()
+        command
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdout(log)
+            .stderr(log_err);
+        let mut child = command
+            .spawn()
             .unwrap_or_else(|error| panic!("running redis-cli --cluster create: {error}"));
-        assert!(
-            output.status.success(),
-            "redis-cli --cluster create failed:\n{}\n{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
+        let deadline = deadline();
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break Some(status),
+                Ok(None) if !passed(deadline) => sleep(POLL),
+                _ => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break None;
+                }
+            }
+        };
+        let output = fs::read_to_string(&log_path).unwrap_or_default();
+        match status {
+            Some(status) if status.success() => {}
+            Some(status) => panic!("redis-cli --cluster create failed ({status}):\n{output}"),
+            None => panic!(
+                "redis-cli --cluster create did not finish within {STARTUP_LIMIT:?}:\n{output}"
+            ),
+        }
     }
 
     fn wait_ok(&self) {
-        for (access, _) in &self.nodes {
-            let ok = (0..POLLS).any(|_| {
+        let deadline = deadline();
+        for (access, process) in &self.nodes {
+            loop {
                 let info = access.cli().args(["CLUSTER", "INFO"]).output();
-                let ok = info.is_ok_and(|output| {
+                if info.is_ok_and(|output| {
                     String::from_utf8_lossy(&output.stdout).contains("cluster_state:ok")
-                });
-                if !ok {
-                    sleep(POLL);
+                }) {
+                    break;
                 }
-                ok
-            });
-            assert!(
-                ok,
-                "node 127.0.0.1:{} did not reach cluster_state:ok after {POLLS} tries",
-                access.port
-            );
+                assert!(
+                    !passed(deadline),
+                    "node 127.0.0.1:{} did not reach cluster_state:ok within {STARTUP_LIMIT:?}:\n{}",
+                    access.port,
+                    fs::read_to_string(&process.log).unwrap_or_default()
+                );
+                sleep(POLL);
+            }
         }
     }
 
@@ -616,7 +657,11 @@ fn write_test_certificates(dir: &Path) -> Tls {
             .distinguished_name
             .push(DnType::CommonName, "127.0.0.1");
         server_params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        server_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        // Cluster nodes present it to each other as clients too.
+        server_params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
         server_params.use_authority_key_identifier_extension = true;
         let server_key = KeyPair::generate()?;
         let server_cert = server_params.signed_by(&server_key, &issuer)?;

@@ -1,0 +1,81 @@
+//! The key layout in Redis.
+//!
+//! ```text
+//! {prefix}{<64 hex>}          the sealed entry (a string, expiring PXAT)
+//! {prefix}{<64 hex>}:lease    its load lease (the owner id, expiring PX)
+//! ```
+//!
+//! The hex inside the braces is a Redis Cluster hash tag: only it is hashed,
+//! so an entry and its lease always live in the same slot, and a script may
+//! touch both. The prefix must not contain braces, or the first `{…}` in it
+//! would become the tag.
+
+use tokencache_core::StoreKey;
+
+/// What follows an entry's key to name its lease.
+const LEASE_SUFFIX: &str = ":lease";
+
+/// Builds the Redis keys of store keys under one prefix.
+#[derive(Debug, Clone)]
+pub(crate) struct KeyLayout {
+    prefix: String,
+}
+
+impl KeyLayout {
+    pub(crate) fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    /// `{prefix}{<hex>}`.
+    pub(crate) fn entry(&self, key: &StoreKey) -> String {
+        format!("{}{{{}}}", self.prefix, key.as_str())
+    }
+
+    /// `{prefix}{<hex>}:lease`.
+    pub(crate) fn lease(&self, key: &StoreKey) -> String {
+        format!("{}{{{}}}{LEASE_SUFFIX}", self.prefix, key.as_str())
+    }
+
+    /// A `SCAN … MATCH` pattern for entries only (leases end in `:lease`,
+    /// not `}`, and are left to expire).
+    pub(crate) fn entry_pattern(&self) -> String {
+        let mut pattern = String::with_capacity(self.prefix.len() + 3);
+        for c in self.prefix.chars() {
+            if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+                pattern.push('\\');
+            }
+            pattern.push(c);
+        }
+        pattern.push_str("{*}");
+        pattern
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokencache_core::CacheKey;
+
+    #[test]
+    fn entry_and_lease_share_the_hash_tag() {
+        let layout = KeyLayout::new("tokencache:");
+        let key = StoreKey::of(&CacheKey::from_bytes([0xab; 32]));
+        let hex = "ab".repeat(32);
+        assert_eq!(layout.entry(&key), format!("tokencache:{{{hex}}}"));
+        assert_eq!(layout.lease(&key), format!("tokencache:{{{hex}}}:lease"));
+    }
+
+    #[test]
+    fn the_pattern_escapes_glob_characters() {
+        assert_eq!(
+            KeyLayout::new("tokencache:").entry_pattern(),
+            "tokencache:{*}"
+        );
+        assert_eq!(
+            KeyLayout::new("a*b?[c]\\:").entry_pattern(),
+            "a\\*b\\?\\[c\\]\\\\:{*}"
+        );
+    }
+}

@@ -1,0 +1,408 @@
+//! The Redis shared store of tokencache: a fleet of proxies shares sealed
+//! tokens through one Redis server or Redis Cluster (ElastiCache, MemoryDB,
+//! Valkey or self-hosted), over TLS (rustls) and with ACL users.
+//!
+//! [`RedisStore`] implements [`SharedStore`]. It sees only what the contract
+//! hands it: an opaque key (an HMAC, in hex), sealed bytes and an expiry.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use tokencache_core::SharedStore;
+//! use tokencache_redis_store::{RedisConfig, RedisStore};
+//!
+//! # async fn example() -> Result<(), tokencache_core::StoreError> {
+//! let mut config = RedisConfig::parse(
+//!     "rediss://tokencache:p%40ssword@my-cache.example.com:6379",
+//! )?;
+//! config.ca_file = Some("/etc/tokencache/redis-ca.pem".into());
+//! config.op_timeout = Duration::from_millis(200);
+//! let store: Arc<dyn SharedStore> = Arc::new(RedisStore::connect(config).await?);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # URLs
+//! See [`RedisConfig`]: `redis://[user:password@]host[:port][/db]`,
+//! `rediss://…` (TLS), `redis-cluster://host:port,host:port,…` and
+//! `rediss-cluster://…`.
+//!
+//! # Key layout
+//! ```text
+//! {prefix}{<64 hex>}          the sealed entry: a string, SET … PXAT <expiry>
+//! {prefix}{<64 hex>}:lease    its load lease: the owner id, SET … NX PX <ttl>
+//! ```
+//! The prefix is `tokencache:` unless configured. The hex in braces is a
+//! Redis Cluster hash tag, so an entry and its lease share a slot. Nothing
+//! else is written. A put whose expiry has already passed deletes the
+//! entry instead of writing it.
+//!
+//! # Behaviour
+//! - Every operation is bounded by [`RedisConfig::op_timeout`] (250 ms by
+//!   default); past it the operation fails with
+//!   [`StoreError::Unavailable`], and the caller degrades.
+//! - A standalone server is reached through a connection manager, a cluster
+//!   through a cluster connection; both reconnect on their own after an
+//!   outage, without a new store.
+//! - Taking a lease and giving it back are Lua scripts, so a lease is only
+//!   extended or released by its holder. Requires Redis 6.2 or later
+//!   (`PXAT`).
+//! - [`SharedStore::clear`] scans every primary for entries under the
+//!   prefix and unlinks them in batches; leases are left to expire.
+//! - Errors and logs never carry the password; `Debug` redacts it.
+//!
+//! This crate has no feature flags.
+
+mod config;
+mod connection;
+mod error;
+mod keys;
+
+pub use config::{
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_OP_TIMEOUT, DEFAULT_PORT, DEFAULT_PREFIX, RedisConfig,
+    RedisNode, Topology,
+};
+
+use std::fmt;
+use std::future::Future;
+use std::time::Duration;
+
+use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo, SingleNodeRoutingInfo};
+use redis::{RedisResult, Script, Value};
+use tokencache_core::{
+    Clock, LeaseOwner, SharedStore, StoreError, StoreFuture, StoreKey, SystemClock, UnixMillis,
+};
+
+use crate::config::Password;
+use crate::connection::Conn;
+use crate::error::{store_error, timed_out};
+use crate::keys::KeyLayout;
+
+/// Takes a lease if it is free; extends it if the caller already holds it.
+/// `KEYS[1]` the lease, `ARGV[1]` the owner, `ARGV[2]` the lifetime in ms.
+const TRY_LEASE: &str = r"
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return 1
+end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+";
+
+/// Deletes a lease only if the caller holds it.
+/// `KEYS[1]` the lease, `ARGV[1]` the owner.
+const RELEASE_LEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+";
+
+/// Keys asked for per `SCAN` round, and so unlinked per batch, in a purge.
+const CLEAR_BATCH: usize = 500;
+
+/// A [`SharedStore`] in Redis: standalone, cluster, TLS, ACL users.
+///
+/// Cheap to share behind an `Arc`; every operation runs on multiplexed
+/// connections, so concurrent callers do not queue behind one another.
+pub struct RedisStore {
+    conn: Conn,
+    keys: KeyLayout,
+    op_timeout: Duration,
+    password: Option<Password>,
+    url: String,
+    try_lease: Script,
+    release_lease: Script,
+}
+
+impl RedisStore {
+    /// Connects now: the first connection (TCP, TLS, `AUTH`) and a `PING`
+    /// must succeed within [`RedisConfig::connect_timeout`], so a wrong
+    /// password or an untrusted certificate shows at start-up. Once
+    /// connected, the store reconnects on its own.
+    ///
+    /// # Errors
+    /// [`StoreError::Refused`] for invalid settings, a rejected password or
+    /// a missing permission; [`StoreError::Unavailable`] when Redis cannot
+    /// be reached (or its certificate is not trusted) in time.
+    pub async fn connect(config: RedisConfig) -> Result<Self, StoreError> {
+        config.validate()?;
+        let conn = connection::connect(&config).await?;
+        tracing::debug!(url = %config.redacted_url(), prefix = %config.prefix, "redis store connected");
+        Ok(Self::with_conn(conn, &config))
+    }
+
+    /// Connects on first use: no I/O here, so a proxy starts while Redis is
+    /// down, and operations succeed once it answers. Invalid settings (a
+    /// bad prefix, an unreadable CA file) still fail here.
+    ///
+    /// # Errors
+    /// [`StoreError::Refused`] for invalid settings.
+    pub async fn connect_lazy(config: RedisConfig) -> Result<Self, StoreError> {
+        config.validate()?;
+        let conn = connection::connect_lazy(&config)?;
+        Ok(Self::with_conn(conn, &config))
+    }
+
+    fn with_conn(conn: Conn, config: &RedisConfig) -> Self {
+        Self {
+            conn,
+            keys: KeyLayout::new(&config.prefix),
+            op_timeout: config.op_timeout,
+            password: config.password().cloned(),
+            url: config.redacted_url(),
+            try_lease: Script::new(TRY_LEASE),
+            release_lease: Script::new(RELEASE_LEASE),
+        }
+    }
+
+    /// Runs one operation on its own connection handle, bounded by the
+    /// operation timeout; failures are logged at debug (the proxy counts
+    /// and reports them) and returned as store errors.
+    async fn run<T, F, Fut>(&self, op: &'static str, f: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(Conn) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        let scrub = self.password.as_ref().map(Password::secret);
+        let result = match tokio::time::timeout(self.op_timeout, f(self.conn.clone())).await {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(error)) => store_error(op, &error, scrub),
+            Err(_) => timed_out(op, self.op_timeout),
+        };
+        tracing::debug!(store = "redis", op, error = %result, "redis operation failed");
+        Err(result)
+    }
+
+    /// Unlinks every entry under the prefix on one server, or on one
+    /// cluster primary when `node` names it.
+    async fn clear_node(&self, node: Option<(String, u16)>) -> Result<u64, StoreError> {
+        let pattern = self.keys.entry_pattern();
+        let mut cursor: u64 = 0;
+        let mut removed = 0;
+        loop {
+            let mut scan = redis::cmd("SCAN");
+            scan.arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(CLEAR_BATCH);
+            let (next, found): (u64, Vec<String>) = self
+                .run("clear", |conn| async {
+                    match (conn, &node) {
+                        (Conn::Cluster(mut conn), Some((host, port))) => {
+                            let routing =
+                                RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                                    host: host.clone(),
+                                    port: *port,
+                                });
+                            let value = conn.route_command(scan, routing).await?;
+                            Ok(redis::from_redis_value(value)?)
+                        }
+                        (mut conn, _) => scan.query_async(&mut conn).await,
+                    }
+                })
+                .await?;
+            if !found.is_empty() {
+                // In a cluster the client splits a many-key UNLINK by slot.
+                let count: u64 = self
+                    .run("clear", |mut conn| async move {
+                        redis::cmd("UNLINK")
+                            .arg(&found)
+                            .query_async(&mut conn)
+                            .await
+                    })
+                    .await?;
+                removed += count;
+            }
+            if next == 0 {
+                return Ok(removed);
+            }
+            cursor = next;
+        }
+    }
+
+    /// The primaries of the cluster, as the client addresses them.
+    async fn cluster_primaries(&self) -> Result<Vec<(String, u16)>, StoreError> {
+        let answers = self
+            .run("clear", |conn| async move {
+                let Conn::Cluster(mut conn) = conn else {
+                    return Ok(Value::Map(Vec::new()));
+                };
+                // A command without a merge policy comes back as a map from
+                // each primary's address to its answer.
+                let routing = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
+                conn.route_command(redis::cmd("PING"), routing).await
+            })
+            .await?;
+        let Value::Map(answers) = answers else {
+            return Err(StoreError::Protocol(
+                "redis clear: unexpected answer listing the cluster primaries".to_owned(),
+            ));
+        };
+        answers
+            .into_iter()
+            .map(|(address, _)| {
+                let address: String = redis::from_redis_value(address).map_err(|error| {
+                    StoreError::Protocol(format!("redis clear: a primary's address: {error}"))
+                })?;
+                let (host, port) = address
+                    .rsplit_once(':')
+                    .and_then(|(host, port)| Some((host.to_owned(), port.parse().ok()?)))
+                    .ok_or_else(|| {
+                        StoreError::Protocol(format!(
+                            "redis clear: unexpected primary address {address}"
+                        ))
+                    })?;
+                Ok((host, port))
+            })
+            .collect()
+    }
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("url", &self.url)
+            .field("keys", &self.keys)
+            .field("op_timeout", &self.op_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A lifetime in whole milliseconds, at least one (`PX 0` is an error).
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
+impl SharedStore for RedisStore {
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+
+    fn get<'a>(&'a self, key: &'a StoreKey) -> StoreFuture<'a, Option<Vec<u8>>> {
+        Box::pin(async move {
+            let entry = self.keys.entry(key);
+            self.run("get", |mut conn| async move {
+                redis::cmd("GET").arg(entry).query_async(&mut conn).await
+            })
+            .await
+        })
+    }
+
+    fn put<'a>(
+        &'a self,
+        key: &'a StoreKey,
+        sealed: &'a [u8],
+        expires_at: UnixMillis,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let entry = self.keys.entry(key);
+            // Redis would drop a past PXAT itself, but only by its own
+            // clock; deleting keeps an already-expired put from leaving the
+            // previous value readable, whatever the two clocks say.
+            if expires_at <= SystemClock.now() {
+                return self
+                    .run("put", |mut conn| async move {
+                        redis::cmd("DEL").arg(entry).query_async(&mut conn).await
+                    })
+                    .await;
+            }
+            self.run("put", |mut conn| async move {
+                redis::cmd("SET")
+                    .arg(entry)
+                    .arg(sealed)
+                    .arg("PXAT")
+                    .arg(expires_at.0)
+                    .query_async(&mut conn)
+                    .await
+            })
+            .await
+        })
+    }
+
+    fn delete<'a>(&'a self, key: &'a StoreKey) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let entry = self.keys.entry(key);
+            self.run("delete", |mut conn| async move {
+                redis::cmd("DEL").arg(entry).query_async(&mut conn).await
+            })
+            .await
+        })
+    }
+
+    fn try_lease<'a>(
+        &'a self,
+        key: &'a StoreKey,
+        owner: &'a LeaseOwner,
+        ttl: Duration,
+    ) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let lease = self.keys.lease(key);
+            let taken: i64 = self
+                .run("try_lease", |mut conn| async move {
+                    self.try_lease
+                        .key(lease)
+                        .arg(owner.as_str())
+                        .arg(millis(ttl))
+                        .invoke_async(&mut conn)
+                        .await
+                })
+                .await?;
+            Ok(taken == 1)
+        })
+    }
+
+    fn release_lease<'a>(
+        &'a self,
+        key: &'a StoreKey,
+        owner: &'a LeaseOwner,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let lease = self.keys.lease(key);
+            let _released: i64 = self
+                .run("release_lease", |mut conn| async move {
+                    self.release_lease
+                        .key(lease)
+                        .arg(owner.as_str())
+                        .invoke_async(&mut conn)
+                        .await
+                })
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn clear(&self) -> StoreFuture<'_, Option<u64>> {
+        Box::pin(async move {
+            let removed = match &self.conn {
+                Conn::Standalone(_) => self.clear_node(None).await?,
+                Conn::Cluster(_) => {
+                    let mut removed = 0;
+                    for primary in self.cluster_primaries().await? {
+                        removed += self.clear_node(Some(primary)).await?;
+                    }
+                    removed
+                }
+            };
+            tracing::debug!(store = "redis", removed, "redis store cleared");
+            Ok(Some(removed))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lifetimes_are_whole_positive_milliseconds() {
+        assert_eq!(millis(Duration::ZERO), 1);
+        assert_eq!(millis(Duration::from_micros(1500)), 1);
+        assert_eq!(millis(Duration::from_secs(30)), 30_000);
+    }
+}
