@@ -7,6 +7,7 @@ use sha2::Sha256;
 
 use crate::request::TokenRequest;
 use crate::secret::HmacKey;
+use crate::store::ClientTag;
 
 /// Names the canonical-form version, so a change of layout can never make
 /// an old key collide with a new one.
@@ -131,6 +132,20 @@ impl KeyDeriver {
     }
 }
 
+impl KeyDeriver {
+    /// The opaque tag of `client_id` that prefixes its entries' store keys.
+    #[must_use]
+    pub fn client_tag(&self, client_id: &str) -> ClientTag {
+        let mut mac = self.keyed.clone();
+        field(&mut mac, b"tokencache/client-tag/v1");
+        field(&mut mac, client_id.as_bytes());
+        let digest = mac.finalize().into_bytes();
+        let mut tag = [0u8; 8];
+        tag.copy_from_slice(&digest[..8]);
+        ClientTag(tag)
+    }
+}
+
 impl fmt::Debug for KeyDeriver {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("KeyDeriver([redacted])")
@@ -217,6 +232,15 @@ mod tests {
                 "grant_type=client_credentials"
             ),
         );
+    }
+
+    #[test]
+    fn client_tags_are_keyed_and_distinct() {
+        let d = deriver();
+        assert_eq!(d.client_tag("a"), d.client_tag("a"));
+        assert_ne!(d.client_tag("a"), d.client_tag("b"));
+        let other = KeyDeriver::new(&HmacKey::from_bytes([8; 32]));
+        assert_ne!(d.client_tag("a"), other.client_tag("a"));
     }
 
     #[test]

@@ -73,5 +73,5 @@ pub use key::{CacheKey, Fingerprint, KeyDeriver};
 pub use request::{CredentialSource, RequestError, TokenRequest};
 pub use seal::{EncryptionKey, KeyRing, SealError};
 pub use secret::{ClientSecret, HmacKey};
-pub use store::{LeaseOwner, SharedStore, StoreError, StoreFuture, StoreKey};
+pub use store::{ClientTag, LeaseOwner, SharedStore, StoreError, StoreFuture, StoreKey};
 pub use token::{CachedToken, DecodeError, Uncacheable};

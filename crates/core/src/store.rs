@@ -33,10 +33,60 @@ impl StoreKey {
         Self(hex)
     }
 
-    /// The key as text (64 hex digits).
+    /// The store key of a cache key that belongs to the client tagged
+    /// `tag`: `<16 hex>.<64 hex>`, so a store can drop one client's
+    /// entries by prefix.
+    #[must_use]
+    pub fn tagged(tag: &ClientTag, key: &CacheKey) -> Self {
+        let mut text = String::with_capacity(16 + 1 + 64);
+        text.push_str(&tag.as_hex());
+        text.push('.');
+        text.push_str(&Self::of(key).0);
+        Self(text)
+    }
+
+    /// The key as text: 64 hex digits, or `<16 hex>.<64 hex>` when tagged.
     #[must_use]
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// Whether `text` has the shape of a store key (what a store may
+    /// safely treat as one of its entries).
+    #[must_use]
+    pub fn is_well_formed(text: &str) -> bool {
+        let hex = |part: &str, len: usize| {
+            part.len() == len && part.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        };
+        match text.split_once('.') {
+            Some((tag, key)) => hex(tag, 16) && hex(key, 64),
+            None => hex(text, 64),
+        }
+    }
+}
+
+/// An opaque tag of a client id (an HMAC, like the cache key), prefixed to
+/// its entries' store keys so one client's entries can be purged across a
+/// fleet without the store ever seeing the client id.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ClientTag(pub(crate) [u8; 8]);
+
+impl ClientTag {
+    /// The tag as 16 lowercase hex digits.
+    #[must_use]
+    pub fn as_hex(&self) -> String {
+        let mut hex = String::with_capacity(16);
+        for byte in self.0 {
+            hex.push(char::from(HEX[usize::from(byte >> 4)]));
+            hex.push(char::from(HEX[usize::from(byte & 0xf)]));
+        }
+        hex
+    }
+}
+
+impl fmt::Debug for ClientTag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ClientTag({})", self.as_hex())
     }
 }
 
@@ -138,6 +188,10 @@ pub trait SharedStore: Send + Sync + fmt::Debug + 'static {
     /// Removes every entry this store holds for tokencache (a purge).
     /// Returns how many were removed when the store can tell.
     fn clear(&self) -> StoreFuture<'_, Option<u64>>;
+
+    /// Removes the entries whose keys carry `tag` (one client's, see
+    /// [`StoreKey::tagged`]). Returns how many when the store can tell.
+    fn clear_client<'a>(&'a self, tag: &'a ClientTag) -> StoreFuture<'a, Option<u64>>;
 }
 
 #[cfg(test)]
@@ -154,6 +208,26 @@ mod tests {
         assert!(key.as_str().starts_with("ab00"));
         assert!(key.as_str().ends_with("01"));
         assert_eq!(format!("{key:?}"), "StoreKey(ab000000…)");
+    }
+
+    #[test]
+    fn tagged_keys_and_their_shape() {
+        let key = CacheKey::from_bytes([0x11; 32]);
+        let tag = ClientTag([0xab; 8]);
+        let tagged = StoreKey::tagged(&tag, &key);
+        assert_eq!(tagged.as_str().len(), 81);
+        assert!(tagged.as_str().starts_with("abababababababab.1111"));
+        assert!(StoreKey::is_well_formed(tagged.as_str()));
+        assert!(StoreKey::is_well_formed(StoreKey::of(&key).as_str()));
+        for bad in [
+            "",
+            "abc",
+            "ABAB",
+            &format!("{}#lease", StoreKey::of(&key).as_str()),
+            "ab.cd",
+        ] {
+            assert!(!StoreKey::is_well_formed(bad), "{bad}");
+        }
     }
 
     #[test]

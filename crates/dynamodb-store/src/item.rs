@@ -2,7 +2,7 @@
 //!
 //! | attribute | type | entry | lease |
 //! | --- | --- | --- | --- |
-//! | `pk` (hash key) | S | the 64-hex store key | `<hex>#lease` |
+//! | `pk` (hash key) | S | the store key (`<16 hex tag>.<64 hex>`, both HMACs) | `<key>#lease` |
 //! | `v` | B | the sealed bytes | — |
 //! | `exp` | N | expiry, epoch seconds rounded up (the table's TTL attribute) | same |
 //! | `exp_ms` | N | expiry, epoch milliseconds (what reads compare) | same |
@@ -46,7 +46,7 @@ pub(crate) fn lease_pk(key: &StoreKey) -> AttributeValue {
 /// Whether a hash key is a tokencache entry (64 lowercase hex digits), as
 /// opposed to a lease or an item someone else put in the table.
 pub(crate) fn is_entry_pk(pk: &str) -> bool {
-    pk.len() == 64 && pk.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    tokencache_core::StoreKey::is_well_formed(pk)
 }
 
 /// A number attribute.

@@ -29,7 +29,7 @@
 //!
 //! | attribute | type | entry | lease |
 //! | --- | --- | --- | --- |
-//! | `pk` | S | the 64-hex store key | `<hex>#lease` |
+//! | `pk` | S | the store key (`<16 hex tag>.<64 hex>`, both HMACs) | `<key>#lease` |
 //! | `v` | B | the sealed bytes | — |
 //! | `exp` | N | expiry in epoch seconds, rounded up: the TTL attribute | same |
 //! | `exp_ms` | N | expiry in epoch milliseconds | same |

@@ -7,7 +7,7 @@ use std::time::Duration;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, WriteRequest};
 use tokencache_core::{
-    Clock, LeaseOwner, SharedStore, StoreError, StoreFuture, StoreKey, UnixMillis,
+    ClientTag, Clock, LeaseOwner, SharedStore, StoreError, StoreFuture, StoreKey, UnixMillis,
 };
 
 use crate::config::DynamoDbConfig;
@@ -173,7 +173,8 @@ impl DynamoDbStore {
     /// left to expire (removing a held one would let a second replica load
     /// the same key), and items that are not tokencache entries are left
     /// alone.
-    async fn clear_entries(&self) -> Result<u64, StoreError> {
+    async fn clear_entries(&self, tag: Option<&ClientTag>) -> Result<u64, StoreError> {
+        let prefix = tag.map(|tag| format!("{}.", tag.as_hex()));
         let mut removed = 0;
         let mut start = None;
         loop {
@@ -192,7 +193,14 @@ impl DynamoDbStore {
                 .unwrap_or_default()
                 .into_iter()
                 .filter_map(|mut item| match item.remove(PK) {
-                    Some(AttributeValue::S(pk)) if is_entry_pk(&pk) => Some(pk),
+                    Some(AttributeValue::S(pk))
+                        if is_entry_pk(&pk)
+                            && prefix
+                                .as_deref()
+                                .is_none_or(|prefix| pk.starts_with(prefix)) =>
+                    {
+                        Some(pk)
+                    }
                     _ => None,
                 })
                 .collect();
@@ -290,7 +298,11 @@ impl SharedStore for DynamoDbStore {
     }
 
     fn clear(&self) -> StoreFuture<'_, Option<u64>> {
-        Box::pin(async move { self.clear_entries().await.map(Some) })
+        Box::pin(async move { self.clear_entries(None).await.map(Some) })
+    }
+
+    fn clear_client<'a>(&'a self, tag: &'a ClientTag) -> StoreFuture<'a, Option<u64>> {
+        Box::pin(async move { self.clear_entries(Some(tag)).await.map(Some) })
     }
 }
 

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokencache_core::{
-    Clock, LeaseOwner, SharedStore, StoreError, StoreFuture, StoreKey, UnixMillis,
+    ClientTag, Clock, LeaseOwner, SharedStore, StoreError, StoreFuture, StoreKey, UnixMillis,
 };
 
 #[derive(Debug, Default)]
@@ -38,6 +38,20 @@ impl InProcessSharedStore {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Maps> {
         self.maps.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Replaces the raw bytes under the key whose text is `key` (as
+    /// [`raw_entries`](Self::raw_entries) lists it): what an attacker with
+    /// write access to a store could do, for tests of tampering.
+    pub fn replace_raw(&self, key: &str, value: Vec<u8>) -> bool {
+        let mut maps = self.lock();
+        match maps.entries.iter_mut().find(|(k, _)| k.as_str() == key) {
+            Some((_, (bytes, _))) => {
+                *bytes = value;
+                true
+            }
+            None => false,
+        }
     }
 
     /// Every live entry's raw bytes, as a store operator would see them.
@@ -133,6 +147,16 @@ impl SharedStore for InProcessSharedStore {
         let mut maps = self.lock();
         let removed = u64::try_from(maps.entries.len()).unwrap_or(u64::MAX);
         maps.entries.clear();
+        ready(Some(removed))
+    }
+
+    fn clear_client<'a>(&'a self, tag: &'a ClientTag) -> StoreFuture<'a, Option<u64>> {
+        let prefix = format!("{}.", tag.as_hex());
+        let mut maps = self.lock();
+        let before = maps.entries.len();
+        maps.entries
+            .retain(|key, _| !key.as_str().starts_with(&prefix));
+        let removed = u64::try_from(before - maps.entries.len()).unwrap_or(u64::MAX);
         ready(Some(removed))
     }
 }

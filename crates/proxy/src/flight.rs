@@ -237,8 +237,9 @@ async fn fetch(route: &Route, key: CacheKey, forward: Forward, purpose: Purpose)
     };
     let now = || shared.clock.now();
     let client_id = forward.client_id.clone();
+    let store_key = shared.store_key(&key, client_id.as_deref());
     let held_here = shared.store.get(&key, now());
-    if let Some(token) = tier.read(&key, &shared.policy).await {
+    if let Some(token) = tier.read(&store_key, &shared.policy).await {
         // Another replica's entry, if it is servable and (for a refresh)
         // newer than the one being refreshed.
         let newer = held_here
@@ -255,7 +256,7 @@ async fn fetch(route: &Route, key: CacheKey, forward: Forward, purpose: Purpose)
         }
     }
     let lease_ttl = shared.load_deadline;
-    match tier.lease(&key, lease_ttl).await {
+    match tier.lease(&store_key, lease_ttl).await {
         Lease::Held => {}
         Lease::Unavailable => return fetch_upstream(route, key, forward, purpose).await,
         // Another replica is refreshing this key; its token will come
@@ -264,7 +265,7 @@ async fn fetch(route: &Route, key: CacheKey, forward: Forward, purpose: Purpose)
         Lease::Busy => {
             let deadline = Instant::now() + shared.load_deadline;
             match tier
-                .wait_for(&key, &shared.policy, now, lease_ttl, deadline)
+                .wait_for(&store_key, &shared.policy, now, lease_ttl, deadline)
                 .await
             {
                 Waited::Arrived(token) => {
@@ -279,9 +280,9 @@ async fn fetch(route: &Route, key: CacheKey, forward: Forward, purpose: Purpose)
     }
     let outcome = fetch_upstream(route, key, forward, purpose).await;
     if let LoadOutcome::Stored(token) = &outcome {
-        tier.write(&key, token).await;
+        tier.write(&store_key, token).await;
     }
-    tier.release(&key).await;
+    tier.release(&store_key).await;
     outcome
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::routing::post;
 use tokencache_core::{
-    CacheKey, CachedToken, Clock, FreshnessPolicy, HmacKey, KeyDeriver, UnixMillis,
+    CacheKey, CachedToken, Clock, FreshnessPolicy, HmacKey, KeyDeriver, StoreKey, UnixMillis,
 };
 use tokencache_memory_store::MemoryStore;
 use tokencache_upstream::{Upstream, UpstreamClient};
@@ -42,6 +42,15 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// The shared-store key of `key`: tagged with its client, so one
+    /// client's entries can be purged across the fleet.
+    pub(crate) fn store_key(&self, key: &CacheKey, client_id: Option<&str>) -> StoreKey {
+        match client_id {
+            Some(client_id) => StoreKey::tagged(&self.deriver.client_tag(client_id), key),
+            None => StoreKey::of(key),
+        }
+    }
+
     /// Puts a token in the memory tier: until its end of service, or for
     /// the memory tier's time when a shared tier stands behind it.
     pub(crate) fn remember(
@@ -246,16 +255,22 @@ pub(crate) async fn purge(shared: &Shared) -> usize {
     purged
 }
 
-/// Drops one client's tokens from both tiers (every key this replica
-/// stored or read for it); how many keys.
+/// Drops one client's tokens: from this replica's memory tier (the keys it
+/// noted for the client) and, through the client's tag, from the shared
+/// store for the whole fleet (whose memory tiers let go within their bound).
+/// How many entries, the larger of the two counts.
 pub(crate) async fn purge_client(shared: &Shared, client_id: &str) -> usize {
     let keys = shared.clients.take(client_id);
     for key in &keys {
         shared.store.remove(key);
-        if let Some(tier) = &shared.tier {
-            tier.delete(key).await;
+    }
+    let mut purged = keys.len();
+    if let Some(tier) = &shared.tier {
+        let tag = shared.deriver.client_tag(client_id);
+        if let Some(removed) = tier.clear_client(&tag).await {
+            purged = purged.max(usize::try_from(removed).unwrap_or(usize::MAX));
         }
     }
-    tracing::info!(client_id, purged = keys.len(), "client's tokens purged");
-    keys.len()
+    tracing::info!(client_id, purged, "client's tokens purged");
+    purged
 }

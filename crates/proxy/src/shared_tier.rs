@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokencache_core::{
-    CacheKey, CachedToken, FreshnessPolicy, KeyRing, LeaseOwner, SharedStore, StoreError, StoreKey,
-    UnixMillis,
+    CachedToken, ClientTag, FreshnessPolicy, KeyRing, LeaseOwner, SharedStore, StoreError,
+    StoreKey, UnixMillis,
 };
 
 use crate::metrics::ProxyMetrics;
@@ -143,16 +143,15 @@ impl SharedTier {
     /// absent, unreadable (counted) or the store failed.
     pub(crate) async fn read(
         &self,
-        key: &CacheKey,
+        store_key: &StoreKey,
         policy: &FreshnessPolicy,
     ) -> Option<CachedToken> {
-        let store_key = StoreKey::of(key);
-        let sealed = self.run("get", self.store.get(&store_key)).await??;
-        let plain = match self.keys.open(&store_key, &sealed) {
+        let sealed = self.run("get", self.store.get(store_key)).await??;
+        let plain = match self.keys.open(store_key, &sealed) {
             Ok(plain) => plain,
             Err(error) => {
                 self.metrics.store_unreadable();
-                tracing::warn!(store = self.name(), key = %key.fingerprint(), %error,
+                tracing::warn!(store = self.name(), key = ?store_key, %error,
                     "shared entry cannot be opened; treated as a miss");
                 return None;
             }
@@ -160,33 +159,33 @@ impl SharedTier {
         match CachedToken::decode(&plain, policy) {
             Ok(token) => Some(token),
             Err(error) => {
-                tracing::debug!(key = %key.fingerprint(), %error, "shared entry not servable");
+                tracing::debug!(key = ?store_key, %error, "shared entry not servable");
                 None
             }
         }
     }
 
     /// Seals and writes `token` under `key`, kept until the token expires.
-    pub(crate) async fn write(&self, key: &CacheKey, token: &CachedToken) {
-        let store_key = StoreKey::of(key);
-        let sealed = self.keys.seal(&store_key, &token.encode());
+    pub(crate) async fn write(&self, store_key: &StoreKey, token: &CachedToken) {
+        let sealed = self.keys.seal(store_key, &token.encode());
         self.run(
             "put",
-            self.store.put(&store_key, &sealed, token.expires_at()),
+            self.store.put(store_key, &sealed, token.expires_at()),
         )
         .await;
     }
 
     /// Deletes the entry under `key`.
-    pub(crate) async fn delete(&self, key: &CacheKey) {
-        let store_key = StoreKey::of(key);
-        self.run("delete", self.store.delete(&store_key)).await;
+    /// Deletes every entry of the client tagged `tag`.
+    pub(crate) async fn clear_client(&self, tag: &ClientTag) -> Option<u64> {
+        self.run("clear", self.store.clear_client(tag))
+            .await
+            .flatten()
     }
 
-    pub(crate) async fn lease(&self, key: &CacheKey, ttl: Duration) -> Lease {
-        let store_key = StoreKey::of(key);
+    pub(crate) async fn lease(&self, store_key: &StoreKey, ttl: Duration) -> Lease {
         match self
-            .run("lease", self.store.try_lease(&store_key, &self.owner, ttl))
+            .run("lease", self.store.try_lease(store_key, &self.owner, ttl))
             .await
         {
             Some(true) => Lease::Held,
@@ -195,9 +194,8 @@ impl SharedTier {
         }
     }
 
-    pub(crate) async fn release(&self, key: &CacheKey) {
-        let store_key = StoreKey::of(key);
-        self.run("release", self.store.release_lease(&store_key, &self.owner))
+    pub(crate) async fn release(&self, store_key: &StoreKey) {
+        self.run("release", self.store.release_lease(store_key, &self.owner))
             .await;
     }
 
@@ -206,7 +204,7 @@ impl SharedTier {
     /// the holder gave it up or vanished.
     pub(crate) async fn wait_for(
         &self,
-        key: &CacheKey,
+        key: &StoreKey,
         policy: &FreshnessPolicy,
         now: impl Fn() -> UnixMillis,
         lease_ttl: Duration,

@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokencache_core::{
-    EncryptionKey, KeyRing, LeaseOwner, SharedStore, StoreError, StoreFuture, StoreKey, UnixMillis,
+    ClientTag, EncryptionKey, KeyRing, LeaseOwner, SharedStore, StoreError, StoreFuture, StoreKey,
+    UnixMillis,
 };
 use tokencache_memory_store::InProcessSharedStore;
 use tokencache_mock_idp::{ClientRecord, ControlUpdate, MockIdp, MockIdpConfig};
@@ -96,6 +97,9 @@ impl SharedStore for Flaky {
     }
     fn clear(&self) -> StoreFuture<'_, Option<u64>> {
         gated!(self, self.inner.clear())
+    }
+    fn clear_client<'a>(&'a self, tag: &'a ClientTag) -> StoreFuture<'a, Option<u64>> {
+        gated!(self, self.inner.clear_client(tag))
     }
 }
 

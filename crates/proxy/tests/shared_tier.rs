@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tokencache_core::{
-    EncryptionKey, HmacKey, KeyRing, LeaseOwner, SharedStore, StoreError, StoreFuture, StoreKey,
-    UnixMillis,
+    ClientTag, EncryptionKey, HmacKey, KeyRing, LeaseOwner, SharedStore, StoreError, StoreFuture,
+    StoreKey, UnixMillis,
 };
 use tokencache_memory_store::InProcessSharedStore;
 use tokencache_mock_idp::{MockIdp, MockIdpConfig};
@@ -158,8 +158,8 @@ async fn the_store_holds_only_sealed_bytes_under_opaque_keys() {
     let raw = fleet.store.raw_entries();
     assert_eq!(raw.len(), 1);
     for (key, value) in raw {
-        assert_eq!(key.len(), 64);
-        assert!(key.chars().all(|c| c.is_ascii_hexdigit()));
+        assert!(StoreKey::is_well_formed(&key), "{key}");
+        assert!(!key.contains("demo"), "{key}");
         let text = String::from_utf8_lossy(&value);
         for secret in [
             "demo-client",
@@ -223,9 +223,7 @@ async fn a_tampered_entry_is_a_miss_not_an_error() {
     let (key, mut sealed) = fleet.store.raw_entries().pop().unwrap();
     let last = sealed.len() - 1;
     sealed[last] ^= 0x55;
-    let store_key = store_key_from_hex(&key);
-    let far = UnixMillis(u64::MAX / 2);
-    fleet.store.put(&store_key, &sealed, far).await.unwrap();
+    assert!(fleet.store.replace_raw(&key, sealed));
     let b = fleet.replica().await;
     let (status, cache_status, _) =
         answer_of(b.token_request("demo-client", "demo-secret", CC).await).await;
@@ -238,14 +236,6 @@ async fn a_tampered_entry_is_a_miss_not_an_error() {
             .await
             .contains("tokencache_store_unreadable_total 1")
     );
-}
-
-fn store_key_from_hex(hex: &str) -> StoreKey {
-    let mut bytes = [0u8; 32];
-    for (i, byte) in bytes.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&hex[i * 2..i * 2 + 2], 16).unwrap();
-    }
-    StoreKey::of(&tokencache_core::CacheKey::from_bytes(bytes))
 }
 
 #[tokio::test]
@@ -400,6 +390,12 @@ impl SharedStore for Flaky {
             Err(error) => Box::pin(async move { Err(error) }),
         }
     }
+    fn clear_client<'a>(&'a self, tag: &'a ClientTag) -> StoreFuture<'a, Option<u64>> {
+        match self.check() {
+            Ok(()) => self.inner.clear_client(tag),
+            Err(error) => Box::pin(async move { Err(error) }),
+        }
+    }
 }
 
 #[tokio::test]
@@ -470,4 +466,43 @@ async fn a_store_outage_degrades_service_and_heals() {
         .await
         .unwrap();
     assert_eq!(ready.text().await.unwrap(), "ready\n");
+}
+
+#[tokio::test]
+async fn one_clients_tokens_are_purged_across_the_fleet() {
+    let fleet = Fleet::new(Duration::ZERO).await;
+    let a = fleet.replica().await;
+    let b = fleet.replica().await;
+    for (id, secret) in [
+        ("demo-client", "demo-secret"),
+        ("other-client", "other-secret"),
+    ] {
+        assert_eq!(a.token_request(id, secret, CC).await.status(), 200);
+        // B reads both from the store.
+        let (_, cache_status, _) = answer_of(b.token_request(id, secret, CC).await).await;
+        assert!(cache_status.ends_with("detail=shared"), "{cache_status}");
+    }
+    // Purged through B, which never fetched them itself.
+    let purged: Value = b
+        .http
+        .delete(b.admin_url("/cache?client_id=demo-client"))
+        .bearer_auth(tokencache_test_support::ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(purged["purged"], 1);
+    assert_eq!(
+        fleet.store.raw_entries().len(),
+        1,
+        "only other-client's entry is left"
+    );
+    // A lets go of its memory copy within the memory tier's bound.
+    fleet.clock.advance(Duration::from_secs(31));
+    let (_, demo, _) = answer_of(a.token_request("demo-client", "demo-secret", CC).await).await;
+    assert_eq!(demo, "tokencache; fwd=miss; stored");
+    let (_, other, _) = answer_of(a.token_request("other-client", "other-secret", CC).await).await;
+    assert!(other.ends_with("detail=shared"), "{other}");
 }

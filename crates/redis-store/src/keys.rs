@@ -1,16 +1,17 @@
 //! The key layout in Redis.
 //!
 //! ```text
-//! {prefix}{<64 hex>}          the sealed entry (a string, expiring PXAT)
-//! {prefix}{<64 hex>}:lease    its load lease (the owner id, expiring PX)
+//! {prefix}{<key>}             the sealed entry (a string, expiring PXAT)
+//! {prefix}{<key>}:lease       its load lease (the owner id, expiring PX)
 //! ```
 //!
-//! The hex inside the braces is a Redis Cluster hash tag: only it is hashed,
+//! `<key>` is the store key, `<16 hex client tag>.<64 hex>` (both HMACs).
+//! What is inside the braces is a Redis Cluster hash tag: only it is hashed,
 //! so an entry and its lease always live in the same slot, and a script may
 //! touch both. The prefix must not contain braces, or the first `{…}` in it
 //! would become the tag.
 
-use tokencache_core::StoreKey;
+use tokencache_core::{ClientTag, StoreKey};
 
 /// What follows an entry's key to name its lease.
 const LEASE_SUFFIX: &str = ":lease";
@@ -39,16 +40,24 @@ impl KeyLayout {
     }
 
     /// A `SCAN … MATCH` pattern for entries only (leases end in `:lease`,
-    /// not `}`, and are left to expire).
-    pub(crate) fn entry_pattern(&self) -> String {
-        let mut pattern = String::with_capacity(self.prefix.len() + 3);
+    /// not `}`, and are left to expire); with `tag`, only that client's.
+    pub(crate) fn entry_pattern(&self, tag: Option<&ClientTag>) -> String {
+        let mut pattern = String::with_capacity(self.prefix.len() + 21);
         for c in self.prefix.chars() {
             if matches!(c, '*' | '?' | '[' | ']' | '\\') {
                 pattern.push('\\');
             }
             pattern.push(c);
         }
-        pattern.push_str("{*}");
+        match tag {
+            // The tag is hex: nothing in it needs escaping.
+            Some(tag) => {
+                pattern.push('{');
+                pattern.push_str(&tag.as_hex());
+                pattern.push_str(".*}");
+            }
+            None => pattern.push_str("{*}"),
+        }
         pattern
     }
 }
@@ -70,11 +79,11 @@ mod tests {
     #[test]
     fn the_pattern_escapes_glob_characters() {
         assert_eq!(
-            KeyLayout::new("tokencache:").entry_pattern(),
+            KeyLayout::new("tokencache:").entry_pattern(None),
             "tokencache:{*}"
         );
         assert_eq!(
-            KeyLayout::new("a*b?[c]\\:").entry_pattern(),
+            KeyLayout::new("a*b?[c]\\:").entry_pattern(None),
             "a\\*b\\?\\[c\\]\\\\:{*}"
         );
     }

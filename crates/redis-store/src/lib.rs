@@ -29,8 +29,8 @@
 //!
 //! # Key layout
 //! ```text
-//! {prefix}{<64 hex>}          the sealed entry: a string, SET … PXAT <expiry>
-//! {prefix}{<64 hex>}:lease    its load lease: the owner id, SET … NX PX <ttl>
+//! {prefix}{<key>}             the sealed entry: a string, SET … PXAT <expiry>
+//! {prefix}{<key>}:lease       its load lease: the owner id, SET … NX PX <ttl>
 //! ```
 //! The prefix is `tokencache:` unless configured. The hex in braces is a
 //! Redis Cluster hash tag, so an entry and its lease share a slot. Nothing
@@ -70,7 +70,8 @@ use std::time::Duration;
 use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo, SingleNodeRoutingInfo};
 use redis::{RedisResult, Script, Value};
 use tokencache_core::{
-    Clock, LeaseOwner, SharedStore, StoreError, StoreFuture, StoreKey, SystemClock, UnixMillis,
+    ClientTag, Clock, LeaseOwner, SharedStore, StoreError, StoreFuture, StoreKey, SystemClock,
+    UnixMillis,
 };
 
 use crate::config::Password;
@@ -176,10 +177,36 @@ impl RedisStore {
         Err(result)
     }
 
+    /// Unlinks the entries under the prefix (one client's with `tag`) on
+    /// every node.
+    async fn clear_matching(&self, tag: Option<&ClientTag>) -> Result<u64, StoreError> {
+        let removed = match &self.conn {
+            Conn::Standalone(_) => self.clear_node(None, tag).await?,
+            Conn::Cluster(_) => {
+                let mut removed = 0;
+                for primary in self.cluster_primaries().await? {
+                    removed += self.clear_node(Some(primary), tag).await?;
+                }
+                removed
+            }
+        };
+        tracing::debug!(
+            store = "redis",
+            removed,
+            client = tag.is_some(),
+            "redis store cleared"
+        );
+        Ok(removed)
+    }
+
     /// Unlinks every entry under the prefix on one server, or on one
     /// cluster primary when `node` names it.
-    async fn clear_node(&self, node: Option<(String, u16)>) -> Result<u64, StoreError> {
-        let pattern = self.keys.entry_pattern();
+    async fn clear_node(
+        &self,
+        node: Option<(String, u16)>,
+        tag: Option<&ClientTag>,
+    ) -> Result<u64, StoreError> {
+        let pattern = self.keys.entry_pattern(tag);
         let mut cursor: u64 = 0;
         let mut removed = 0;
         loop {
@@ -378,20 +405,11 @@ impl SharedStore for RedisStore {
     }
 
     fn clear(&self) -> StoreFuture<'_, Option<u64>> {
-        Box::pin(async move {
-            let removed = match &self.conn {
-                Conn::Standalone(_) => self.clear_node(None).await?,
-                Conn::Cluster(_) => {
-                    let mut removed = 0;
-                    for primary in self.cluster_primaries().await? {
-                        removed += self.clear_node(Some(primary)).await?;
-                    }
-                    removed
-                }
-            };
-            tracing::debug!(store = "redis", removed, "redis store cleared");
-            Ok(Some(removed))
-        })
+        Box::pin(async move { self.clear_matching(None).await.map(Some) })
+    }
+
+    fn clear_client<'a>(&'a self, tag: &'a ClientTag) -> StoreFuture<'a, Option<u64>> {
+        Box::pin(async move { self.clear_matching(Some(tag)).await.map(Some) })
     }
 }
 

@@ -6,7 +6,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokencache_core::{CacheKey, Clock, LeaseOwner, SharedStore, StoreKey, SystemClock};
+use tokencache_core::{
+    CacheKey, Clock, HmacKey, KeyDeriver, LeaseOwner, SharedStore, StoreKey, SystemClock,
+};
 
 /// A key no other test run uses.
 fn fresh_key() -> StoreKey {
@@ -28,6 +30,43 @@ pub async fn check_store(store: Arc<dyn SharedStore>) {
     leases_exclude_and_expire(&*store).await;
     concurrent_leases_have_one_winner(Arc::clone(&store)).await;
     clear_removes_entries(&*store).await;
+    clear_client_removes_only_that_clients_entries(&*store).await;
+}
+
+async fn clear_client_removes_only_that_clients_entries(store: &dyn SharedStore) {
+    let name = store.name();
+    let later = SystemClock.now().plus_millis(60_000);
+    let deriver = KeyDeriver::new(&HmacKey::from_bytes(rand::random()));
+    let (mine, theirs) = (deriver.client_tag("mine"), deriver.client_tag("theirs"));
+    let my_keys: Vec<StoreKey> = (0..3)
+        .map(|_| StoreKey::tagged(&mine, &CacheKey::from_bytes(rand::random())))
+        .collect();
+    let their_key = StoreKey::tagged(&theirs, &CacheKey::from_bytes(rand::random()));
+    let untagged = fresh_key();
+    for key in my_keys.iter().chain([&their_key, &untagged]) {
+        store.put(key, b"x", later).await.unwrap();
+    }
+    let removed = store.clear_client(&mine).await.unwrap();
+    if let Some(removed) = removed {
+        assert_eq!(removed, 3, "{name}: cleared one client's entries");
+    }
+    for key in &my_keys {
+        assert_eq!(
+            store.get(key).await.unwrap(),
+            None,
+            "{name}: the client's entry"
+        );
+    }
+    assert!(
+        store.get(&their_key).await.unwrap().is_some(),
+        "{name}: another client's entry"
+    );
+    assert!(
+        store.get(&untagged).await.unwrap().is_some(),
+        "{name}: an untagged entry"
+    );
+    store.delete(&their_key).await.unwrap();
+    store.delete(&untagged).await.unwrap();
 }
 
 async fn get_put_delete(store: &dyn SharedStore) {
