@@ -3,8 +3,11 @@
 
 use std::fmt::Write as _;
 
+use std::sync::Arc;
+
 use axum::body::Body;
 use axum::response::Response;
+use bytes::Bytes;
 use http::StatusCode;
 use http::header::{self, HeaderName, HeaderValue};
 use tokencache_core::{CachedToken, UnixMillis};
@@ -83,7 +86,40 @@ fn ttl_value(prefix: &str, ttl: u64, suffix: &str) -> HeaderValue {
 /// A cached token as a 200 answer at `now`: the upstream's JSON with the
 /// remaining `expires_in`, and `Age`.
 pub(crate) fn cached(token: &CachedToken, now: UnixMillis, status: CacheStatus) -> Response {
-    let mut response = Response::new(Body::from(token.render_body(now)));
+    cached_body(token, Bytes::from(token.render_body(now)), now, status)
+}
+
+/// A freshly fetched token, with its body rendered once for every caller
+/// that waited for it (they are answered in the same instant; rendering
+/// once keeps a burst of waiters cheap).
+#[derive(Debug)]
+pub(crate) struct Fetched {
+    pub(crate) token: Arc<CachedToken>,
+    expires_in: u64,
+    body: Bytes,
+}
+
+impl Fetched {
+    pub(crate) fn new(token: Arc<CachedToken>, now: UnixMillis) -> Self {
+        Self {
+            expires_in: token.expires_in(now),
+            body: Bytes::from(token.render_body(now)),
+            token,
+        }
+    }
+
+    /// The answer at `now`: the shared body while `expires_in` is unchanged.
+    pub(crate) fn answer(&self, now: UnixMillis, status: CacheStatus) -> Response {
+        if self.token.expires_in(now) == self.expires_in {
+            cached_body(&self.token, self.body.clone(), now, status)
+        } else {
+            cached(&self.token, now, status)
+        }
+    }
+}
+
+fn cached_body(token: &CachedToken, body: Bytes, now: UnixMillis, status: CacheStatus) -> Response {
+    let mut response = Response::new(Body::from(body));
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, JSON);
     for (name, value) in NO_CACHE_HEADERS {

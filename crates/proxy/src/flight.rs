@@ -12,6 +12,7 @@ use tokencache_core::{AnswerClass, Backoff, CacheKey, CachedToken, Freshness, Un
 use tokencache_upstream::{FetchError, FetchRequest, Priority, UpstreamResponse};
 use tokio::time::Instant;
 
+use crate::answer::Fetched;
 use crate::error::ProxyError;
 use crate::observe::{is_failed_answer, is_not_a_token};
 use crate::proxy::Route;
@@ -21,7 +22,7 @@ use crate::shared_tier::{Lease, Waited};
 #[derive(Debug)]
 pub(crate) enum LoadOutcome {
     /// A token, now in the store.
-    Stored(Arc<CachedToken>),
+    Stored(Fetched),
     /// An answer passed on as it came: an OAuth error, or a token that may
     /// not be cached.
     PassThrough(UpstreamResponse),
@@ -279,8 +280,8 @@ async fn fetch(route: &Route, key: CacheKey, forward: Forward, purpose: Purpose)
         }
     }
     let outcome = fetch_upstream(route, key, forward, purpose).await;
-    if let LoadOutcome::Stored(token) = &outcome {
-        tier.write(&store_key, token).await;
+    if let LoadOutcome::Stored(fetched) = &outcome {
+        tier.write(&store_key, &fetched.token).await;
     }
     tier.release(&store_key).await;
     outcome
@@ -341,7 +342,7 @@ async fn fetch_upstream(
                     route = %route.path, client_id, key = %fingerprint, ?purpose, elapsed_ms,
                     expires_in = token.expires_in(now), "token fetched and cached"
                 );
-                LoadOutcome::Stored(token)
+                LoadOutcome::Stored(Fetched::new(token, now))
             }
             Err(reason) => {
                 tracing::warn!(

@@ -125,7 +125,7 @@ async fn load(route: &Arc<Route>, key: CacheKey, forward: Forward) -> Result<Res
         (_, false) => Outcome::Collapsed,
     });
     Ok(match &*outcome {
-        LoadOutcome::Stored(token) => answer::cached(token, now, stored),
+        LoadOutcome::Stored(fetched) => fetched.answer(now, stored),
         LoadOutcome::PassThrough(answer) => answer::passed_through(answer, uncacheable),
         LoadOutcome::FailedAnswer(answer) => answer::failed(answer, uncacheable),
         LoadOutcome::Failed(error) => error.clone().into_response_with(uncacheable),
