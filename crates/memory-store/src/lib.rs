@@ -97,6 +97,25 @@ impl MemoryStore {
             .map(|held| Arc::clone(&held.token))
     }
 
+    /// Calls `visit` with the entry under `key` if this tier still hands it
+    /// out at `now`, under the shard's read lock: no reference count is
+    /// touched, which keeps a hot key's cache lines still on the hit path.
+    /// `visit` must be short (it holds readers of the shard, not writers,
+    /// back).
+    pub fn with_entry<R>(
+        &self,
+        key: &CacheKey,
+        now: UnixMillis,
+        visit: impl FnOnce(&CachedToken) -> R,
+    ) -> Option<R> {
+        self.shard(key)
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+            .filter(|held| now < held.until)
+            .map(|held| visit(&held.token))
+    }
+
     /// Stores `token` under `key` until it stops being served, replacing
     /// any entry there, and evicts if the store is over its budget.
     pub fn insert(&self, key: CacheKey, token: Arc<CachedToken>, now: UnixMillis) {

@@ -57,14 +57,18 @@ async fn answer_token_request(
     }
     let key = shared.deriver.derive(&route.path, &parsed);
     let now = shared.clock.now();
-    let cached = shared.store.get(&key, now);
-    if let Some(token) = &cached
-        && token.freshness(now) == Freshness::Fresh
-    {
+    // The hit path: answered under the shard's read lock, no Arc touched.
+    let hit = shared.store.with_entry(&key, now, |token| {
+        (token.freshness(now) == Freshness::Fresh).then(|| {
+            let ttl = answer::hit_ttl(token, now);
+            answer::cached(token, now, CacheStatus::Hit { ttl })
+        })
+    });
+    if let Some(Some(response)) = hit {
         shared.metrics.request(Outcome::Hit);
-        let ttl = answer::hit_ttl(token, now);
-        return Ok(answer::cached(token, now, CacheStatus::Hit { ttl }));
+        return Ok(response);
     }
+    let cached = shared.store.get(&key, now);
     if let Some(rejection) = shared.negative.get(&key, now) {
         shared.metrics.request(Outcome::Negative);
         shared.metrics.negative_hit();

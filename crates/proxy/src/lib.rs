@@ -53,6 +53,7 @@ mod observe;
 mod proxy;
 mod server;
 mod shared_tier;
+mod striped;
 mod tls;
 
 pub use config::{AdminToken, ConfigError, ProxyConfig, RouteConfig};

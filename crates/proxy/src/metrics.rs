@@ -11,6 +11,8 @@ use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
 
+use crate::striped::StripedCounter;
+
 static METADATA: Metadata<'static> =
     Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
 
@@ -48,7 +50,10 @@ pub(crate) enum Outcome {
 #[derive(Debug, Clone)]
 pub(crate) struct ProxyMetrics {
     handle: PrometheusHandle,
-    outcomes: [Counter; 8],
+    /// Per-outcome counts, striped (the hit path counts every request);
+    /// published to `outcome_counters` when metrics are rendered.
+    outcomes: Arc<[StripedCounter; 8]>,
+    outcome_counters: [Counter; 8],
     upstream_2xx: Counter,
     upstream_3xx: Counter,
     upstream_4xx: Counter,
@@ -93,7 +98,8 @@ impl ProxyMetrics {
             |value: &'static str| counter(&recorder, "tokencache_refreshes_total", "result", value);
         Self {
             handle: recorder.handle(),
-            outcomes: [
+            outcomes: Arc::default(),
+            outcome_counters: [
                 outcome("hit"),
                 outcome("miss"),
                 outcome("stale"),
@@ -208,7 +214,7 @@ impl ProxyMetrics {
             Outcome::Negative => 6,
             Outcome::Shared => 7,
         };
-        self.outcomes[index].increment(1);
+        self.outcomes[index].add(1);
     }
 
     /// One upstream exchange: its status (`None` when no answer came) and
@@ -236,6 +242,9 @@ impl ProxyMetrics {
     /// The Prometheus text, with the store's size read now.
     #[allow(clippy::cast_precision_loss)] // counts far below 2^53
     pub(crate) fn render(&self, entries: usize, bytes: usize) -> String {
+        for (striped, counter) in self.outcomes.iter().zip(&self.outcome_counters) {
+            counter.absolute(striped.sum());
+        }
         self.entries.set(entries as f64);
         self.bytes.set(bytes as f64);
         self.handle.render()
