@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use std::sync::atomic::Ordering;
@@ -22,9 +21,20 @@ use crate::metrics::Outcome;
 use crate::observe::is_failed_pass_through;
 use crate::proxy::{Route, Shared};
 
-/// `POST` on a route's path.
+/// `POST` on a route's path (the axum handler of [`Proxy::router`]).
+///
+/// [`Proxy::router`]: crate::Proxy::router
 pub(crate) async fn token(State(route): State<Arc<Route>>, request: Request) -> Response {
-    match answer_token_request(&route, request).await {
+    serve_token(&route, request).await
+}
+
+/// Answers a token request on `route`, whatever its body type (axum's, or
+/// hyper's straight from the connection).
+pub(crate) async fn serve_token<B>(route: &Arc<Route>, request: http::Request<B>) -> Response
+where
+    B: http_body::Body<Data = Bytes> + Send + Unpin,
+{
+    match answer_token_request(route, request).await {
         Ok(response) => response,
         Err(error) => {
             route.shared.metrics.request(Outcome::Error);
@@ -38,10 +48,13 @@ pub(crate) async fn token(State(route): State<Arc<Route>>, request: Request) -> 
     }
 }
 
-async fn answer_token_request(
+async fn answer_token_request<B>(
     route: &Arc<Route>,
-    request: Request,
-) -> Result<Response, ProxyError> {
+    request: http::Request<B>,
+) -> Result<Response, ProxyError>
+where
+    B: http_body::Body<Data = Bytes> + Send + Unpin,
+{
     let shared = &route.shared;
     let (parts, body) = request.into_parts();
     let body = read_body(body, &parts.headers, shared).await?;
@@ -174,7 +187,10 @@ async fn bypass(
 /// Reads the whole body, refusing more than the limit, within the request
 /// timeout. A token request's body usually arrives with its headers: then it
 /// is read at once, without arming a timer (the hit path's common case).
-async fn read_body(body: Body, headers: &HeaderMap, shared: &Shared) -> Result<Bytes, ProxyError> {
+async fn read_body<B>(body: B, headers: &HeaderMap, shared: &Shared) -> Result<Bytes, ProxyError>
+where
+    B: http_body::Body<Data = Bytes> + Send + Unpin,
+{
     let limit = shared.max_body_bytes;
     let declared = headers
         .get(CONTENT_LENGTH)
@@ -195,7 +211,10 @@ async fn read_body(body: Body, headers: &HeaderMap, shared: &Shared) -> Result<B
 
 /// Collects the body's data frames; one frame (the usual case) is returned
 /// as it came, without copying.
-async fn read_all(mut body: Body, limit: usize) -> Result<Bytes, ProxyError> {
+async fn read_all<B>(mut body: B, limit: usize) -> Result<Bytes, ProxyError>
+where
+    B: http_body::Body<Data = Bytes> + Send + Unpin,
+{
     let mut first: Option<Bytes> = None;
     let mut joined: Option<BytesMut> = None;
     let mut total = 0usize;

@@ -52,6 +52,7 @@ mod negative;
 mod observe;
 mod proxy;
 mod server;
+mod service;
 mod shared_tier;
 mod striped;
 mod tls;

@@ -196,6 +196,12 @@ impl Proxy {
             .store(millis, Ordering::Relaxed);
     }
 
+    /// The token listener's service as `serve` runs it (the same endpoints
+    /// as [`router`](Self::router), routed without axum).
+    pub(crate) fn token_service(&self) -> crate::service::TokenService {
+        crate::service::TokenService::new(&self.routes, Arc::clone(&self.shared))
+    }
+
     /// The admin endpoints: `/metrics`, `/healthz`, `/readyz`, `/purge`.
     pub fn admin_router(&self) -> Router {
         admin::router(Arc::clone(&self.shared))

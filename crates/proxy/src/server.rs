@@ -6,7 +6,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
@@ -104,10 +104,9 @@ pub async fn serve_with(
     let (stop_tx, stop_rx) = watch::channel(false);
     let limits = options.limits;
     proxy.set_request_timeout(limits.request_timeout);
-    let router = proxy.router();
     let main = tokio::spawn(accept_loop(
         listener,
-        router,
+        proxy.token_service(),
         options.tls,
         limits,
         stop_rx.clone(),
@@ -116,7 +115,7 @@ pub async fn serve_with(
     let admin = admin.map(|admin| {
         tokio::spawn(accept_loop(
             admin,
-            proxy.admin_router(),
+            TowerToHyperService::new(proxy.admin_router()),
             None,
             limits,
             stop_rx.clone(),
@@ -154,14 +153,26 @@ pub async fn serve_with(
 
 /// Accepts connections until told to stop, then drains them for at most
 /// `grace`.
-async fn accept_loop(
+async fn accept_loop<S, B>(
     listener: TcpListener,
-    router: Router,
+    service: S,
     tls: Option<ReloadableTls>,
     limits: Limits,
     mut stop: watch::Receiver<bool>,
     grace: Duration,
-) -> io::Result<()> {
+) -> io::Result<()>
+where
+    S: hyper::service::Service<http::Request<Incoming>, Response = http::Response<B>>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -176,7 +187,6 @@ async fn accept_loop(
     let builder = Arc::new(builder);
     let connections = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let graceful = GracefulShutdown::new();
-    let service = TowerToHyperService::new(router);
 
     loop {
         let permit = tokio::select! {
@@ -228,14 +238,24 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|stop| *stop).await.map(|_| ());
 }
 
-async fn serve_connection(
+async fn serve_connection<S, B>(
     stream: TcpStream,
     acceptor: Option<tokio_rustls::TlsAcceptor>,
     builder: &Builder<TokioExecutor>,
-    service: TowerToHyperService<Router>,
+    service: S,
     watcher: Watcher,
     limits: Limits,
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+where
+    S: hyper::service::Service<http::Request<Incoming>, Response = http::Response<B>>
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     match acceptor {
         None => {
             let connection = builder.serve_connection(TokioIo::new(stream), service);
