@@ -104,23 +104,42 @@ async fn two_proxies_share_a_dynamodb_table() {
     assert!(status.success(), "store init failed");
 
     let store = "dynamodb://tokencache-fleet";
-    let (_a, url_a, _) = replica(store, &idp_url, |c| aws_env(c, &moto));
-    let (_b, url_b, admin_b) = replica(store, &idp_url, |c| aws_env(c, &moto));
+    // A generous store timeout: a busy test machine can take long over a
+    // fresh SDK client's first call, and a timed-out lease is (rightly) a
+    // replica fetching on its own.
+    let configure = |c: &mut Command| {
+        aws_env(c, &moto);
+        c.args(["--store-timeout", "3s"]);
+    };
+    let (_a, url_a, _) = replica(store, &idp_url, configure);
+    let (_b, url_b, admin_b) = replica(store, &idp_url, configure);
+    // Warm each replica's connection to the table with another client.
+    for url in [&url_a, &url_b] {
+        let warm = reqwest::Client::new()
+            .post(url.as_str())
+            .basic_auth("other-client", Some("other-secret"))
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(warm.status(), 200);
+    }
+    let before = idp_token_requests(&idp_url).await;
 
     let ((status_a, token_a), (status_b, token_b)) = tokio::join!(token(&url_a), token(&url_b));
     assert_eq!(token_a["access_token"], token_b["access_token"]);
     assert_eq!(
         idp_token_requests(&idp_url).await,
-        1,
+        before + 1,
         "{status_a} / {status_b}"
     );
 
     // A third replica, started later, is served from the table.
-    let (_c, url_c, _) = replica(store, &idp_url, |c| aws_env(c, &moto));
+    let (_c, url_c, _) = replica(store, &idp_url, configure);
     let (cache_status, token_c) = token(&url_c).await;
     assert!(cache_status.ends_with("detail=shared"), "{cache_status}");
     assert_eq!(token_c["access_token"], token_a["access_token"]);
-    assert_eq!(idp_token_requests(&idp_url).await, 1);
+    assert_eq!(idp_token_requests(&idp_url).await, before + 1);
 
     // The admin API purges the table too.
     let purged = reqwest::Client::new()
@@ -130,6 +149,66 @@ async fn two_proxies_share_a_dynamodb_table() {
         .await
         .unwrap();
     assert_eq!(purged.status(), 200);
+}
+
+#[tokio::test]
+async fn replicas_seal_with_a_kms_data_key() {
+    use aws_sdk_kms::config::{BehaviorVersion, Credentials, Region};
+    use tokencache_dynamodb_store::{AwsCredentials, DynamoDbConfig, generate_data_key};
+
+    let moto = MotoServer::start().await;
+    let kms = aws_sdk_kms::Client::from_conf(
+        aws_sdk_kms::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .endpoint_url(moto.endpoint_url())
+            .credentials_provider(Credentials::new("testing", "testing", None, None, "tests"))
+            .build(),
+    );
+    let key_id = kms
+        .create_key()
+        .description("tokencache fleet test")
+        .send()
+        .await
+        .unwrap()
+        .key_metadata
+        .unwrap()
+        .key_id;
+    let config = DynamoDbConfig::default()
+        .with_region("us-east-1")
+        .with_endpoint_url(moto.endpoint_url())
+        .with_credentials(AwsCredentials::new("testing", "testing"));
+    let (blob, _) = generate_data_key(&key_id, &config).await.unwrap();
+    let dir = std::env::temp_dir().join(format!("tokencache-kms-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key_file = dir.join("data-key.b64");
+    std::fs::write(
+        &key_file,
+        base64::engine::general_purpose::STANDARD.encode(&blob),
+    )
+    .unwrap();
+
+    let mut init = Command::new(BIN);
+    init.args(["store", "init", "dynamodb://tokencache-kms"]);
+    aws_env(&mut init, &moto);
+    assert!(init.status().unwrap().success());
+    let (_idp, idp_url) = start_mock_idp();
+    let with_kms = |c: &mut Command| {
+        aws_env(c, &moto);
+        c.args(["--store-timeout", "3s"])
+            .env_remove("TOKENCACHE_ENCRYPTION_KEY")
+            .arg("--encryption-key-kms")
+            .arg(&key_file);
+    };
+    let store = "dynamodb://tokencache-kms";
+    let (_a, url_a, _) = replica(store, &idp_url, with_kms);
+    let (_, first) = token(&url_a).await;
+    let (_b, url_b, _) = replica(store, &idp_url, with_kms);
+    let (cache_status, second) = token(&url_b).await;
+    assert!(cache_status.ends_with("detail=shared"), "{cache_status}");
+    assert_eq!(first["access_token"], second["access_token"]);
+    assert_eq!(idp_token_requests(&idp_url).await, 1);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -164,13 +243,24 @@ async fn two_proxies_share_redis_and_ride_out_its_outage() {
         .unwrap();
     let store = redis.url();
     let short_l1 = |c: &mut Command| {
-        c.args(["--l1-ttl", "1s", "--store-timeout", "200ms"]);
+        c.args(["--l1-ttl", "1s", "--store-timeout", "1s"]);
     };
     let (_a, url_a, _) = replica(&store, &idp_url, short_l1);
     let (_b, url_b, _) = replica(&store, &idp_url, short_l1);
+    for url in [&url_a, &url_b] {
+        let warm = reqwest::Client::new()
+            .post(url.as_str())
+            .basic_auth("other-client", Some("other-secret"))
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(warm.status(), 200);
+    }
+    let before = idp_token_requests(&idp_url).await;
     let ((_, token_a), (_, token_b)) = tokio::join!(token(&url_a), token(&url_b));
     assert_eq!(token_a["access_token"], token_b["access_token"]);
-    assert_eq!(idp_token_requests(&idp_url).await, 1);
+    assert_eq!(idp_token_requests(&idp_url).await, before + 1);
 
     // The raw store holds opaque keys and sealed values only.
     let keys = String::from_utf8(redis.cli(&["--scan"]).stdout).unwrap();
