@@ -285,3 +285,42 @@ async fn one_clients_tokens_can_be_dropped_alone() {
     assert_eq!(all.status(), 200);
     assert_eq!(proxy.proxy.cached_entries(), 0);
 }
+
+#[tokio::test]
+async fn the_axum_router_serves_the_same_endpoints_without_a_socket() {
+    use tower::ServiceExt as _;
+
+    let (idp, proxy) = setup(Duration::ZERO, Duration::from_secs(1)).await;
+    let router = proxy.proxy.router();
+    let post = || {
+        http::Request::post("/oauth2/token")
+            .header("authorization", "Basic ZGVtby1jbGllbnQ6ZGVtby1zZWNyZXQ=")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(axum::body::Body::from(CC))
+            .unwrap()
+    };
+    let first = router.clone().oneshot(post()).await.unwrap();
+    assert_eq!(first.status(), 200);
+    assert_eq!(
+        first.headers()["cache-status"],
+        "tokencache; fwd=miss; stored"
+    );
+    let second = router.clone().oneshot(post()).await.unwrap();
+    assert!(
+        second.headers()["cache-status"]
+            .to_str()
+            .unwrap()
+            .starts_with("tokencache; hit")
+    );
+    let get = http::Request::get("/oauth2/token")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let wrong_method = router.clone().oneshot(get).await.unwrap();
+    assert_eq!(wrong_method.status(), 405);
+    assert_eq!(wrong_method.headers()["allow"], "POST");
+    let nowhere = http::Request::post("/elsewhere")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    assert_eq!(router.oneshot(nowhere).await.unwrap().status(), 404);
+    assert_eq!(idp.idp.token_requests(), 1);
+}
