@@ -55,7 +55,8 @@ impl CacheStatus {
 
     pub(crate) fn header_value(self) -> HeaderValue {
         match self {
-            Self::Hit { ttl } => ttl_value("tokencache; hit; ttl=", ttl, ""),
+            Self::Hit { ttl } => crate::seconds::hit(ttl)
+                .unwrap_or_else(|| ttl_value("tokencache; hit; ttl=", ttl, "")),
             Self::HitRefreshing { ttl } => {
                 ttl_value("tokencache; hit; ttl=", ttl, "; detail=refreshing")
             }
@@ -121,11 +122,13 @@ impl Fetched {
 fn cached_body(token: &CachedToken, body: Bytes, now: UnixMillis, status: CacheStatus) -> Response {
     let mut response = Response::new(Body::from(body));
     let headers = response.headers_mut();
+    // Five headers: one allocation for the map, none for the values.
+    headers.reserve(5);
     headers.insert(header::CONTENT_TYPE, JSON);
     for (name, value) in NO_CACHE_HEADERS {
         headers.insert(name, value);
     }
-    headers.insert(header::AGE, HeaderValue::from(token.age_secs(now)));
+    headers.insert(header::AGE, crate::seconds::age(token.age_secs(now)));
     headers.insert(status.header_name(), status.header_value());
     response
 }

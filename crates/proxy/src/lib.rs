@@ -51,6 +51,7 @@ mod metrics;
 mod negative;
 mod observe;
 mod proxy;
+mod seconds;
 mod server;
 mod service;
 mod shared_tier;
