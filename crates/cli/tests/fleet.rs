@@ -77,6 +77,19 @@ async fn token(url: &str) -> (String, Value) {
     (cache_status, response.json().await.unwrap())
 }
 
+/// Opens a replica's connection to its store with another client's token,
+/// so a race that follows is not decided by a fresh client's first call.
+async fn warm_up(url: &str) {
+    let warm = reqwest::Client::new()
+        .post(url)
+        .basic_auth("other-client", Some("other-secret"))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(warm.status(), 200);
+}
+
 async fn idp_token_requests(idp_url: &str) -> u64 {
     let stats_url = idp_url.replace("/oauth2/token", "/stats");
     let stats: Value = reqwest::get(stats_url).await.unwrap().json().await.unwrap();
@@ -115,14 +128,7 @@ async fn two_proxies_share_a_dynamodb_table() {
     let (_b, url_b, admin_b) = replica(store, &idp_url, configure);
     // Warm each replica's connection to the table with another client.
     for url in [&url_a, &url_b] {
-        let warm = reqwest::Client::new()
-            .post(url.as_str())
-            .basic_auth("other-client", Some("other-secret"))
-            .form(&[("grant_type", "client_credentials")])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(warm.status(), 200);
+        warm_up(url).await;
     }
     let before = idp_token_requests(&idp_url).await;
 
@@ -248,14 +254,7 @@ async fn two_proxies_share_redis_and_ride_out_its_outage() {
     let (_a, url_a, _) = replica(&store, &idp_url, short_l1);
     let (_b, url_b, _) = replica(&store, &idp_url, short_l1);
     for url in [&url_a, &url_b] {
-        let warm = reqwest::Client::new()
-            .post(url.as_str())
-            .basic_auth("other-client", Some("other-secret"))
-            .form(&[("grant_type", "client_credentials")])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(warm.status(), 200);
+        warm_up(url).await;
     }
     let before = idp_token_requests(&idp_url).await;
     let ((_, token_a), (_, token_b)) = tokio::join!(token(&url_a), token(&url_b));

@@ -13,21 +13,21 @@
 // with the wall clock.
 #![allow(clippy::disallowed_methods)]
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, mpsc};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_tokencache");
+mod common;
+
+use common::{BIN, Running, log_field};
 /// How long one peer process may run.
 const PEER_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a server may take to say it is listening.
-const START_TIMEOUT: Duration = Duration::from_secs(30);
 const SCOPE: &str = "api/read";
 /// A secret no client has.
 const BAD_SECRET: &str = "not-the-secret";
@@ -60,74 +60,6 @@ fn require_program(program: &str) {
         .status()
         .is_ok_and(|status| status.success());
     assert!(ok, "`{program}` is not installed: run peers/install");
-}
-
-/// A long-running child process whose stdout and stderr are read on threads;
-/// killed on drop.
-struct Running {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Running {
-    fn start(command: &mut Command) -> Self {
-        let mut child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|err| panic!("cannot start {command:?}: {err}"));
-        let (tx, lines) = mpsc::channel();
-        for stream in [
-            Box::new(child.stderr.take().unwrap()) as Box<dyn Read + Send>,
-            Box::new(child.stdout.take().unwrap()),
-        ] {
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    if tx.send(line).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-        Self {
-            child,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    /// The first output line containing `needle` (bounded wait).
-    fn wait_for_line(&mut self, needle: &str) -> String {
-        let deadline = Instant::now() + START_TIMEOUT;
-        while Instant::now() < deadline {
-            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(100)) {
-                self.seen.push(line.clone());
-                if line.contains(needle) {
-                    return line;
-                }
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "exited with {status} before `{needle}`; output: {:#?}",
-                    self.seen
-                );
-            }
-        }
-        panic!(
-            "no `{needle}` within {START_TIMEOUT:?}; output: {:#?}",
-            self.seen
-        );
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Runs a short-lived peer to completion (at most [`PEER_TIMEOUT`]) and
@@ -175,15 +107,6 @@ fn json_lines(stdout: &str) -> Vec<Value> {
         .filter(|line| !line.trim().is_empty())
         .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}")))
         .collect()
-}
-
-/// A field of a JSON log line.
-fn log_field(line: &str, field: &str) -> String {
-    let json: Value = serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}"));
-    json[field]
-        .as_str()
-        .unwrap_or_else(|| panic!("no {field} in {line}"))
-        .to_owned()
 }
 
 /// The claims of a JWT, read without checking its signature.

@@ -6,18 +6,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use tokencache_core::{
-    ClientTag, EncryptionKey, KeyRing, LeaseOwner, SharedStore, StoreError, StoreFuture, StoreKey,
-    UnixMillis,
-};
+use tokencache_core::{EncryptionKey, KeyRing};
 use tokencache_memory_store::InProcessSharedStore;
 use tokencache_mock_idp::{ClientRecord, ControlUpdate, MockIdp, MockIdpConfig};
 use tokencache_proxy::SharedStoreConfig;
-use tokencache_test_support::{ADMIN_TOKEN, ManualClock, MockIdpServer, ProxyServer};
+use tokencache_test_support::{ADMIN_TOKEN, FlakyStore, ManualClock, MockIdpServer, ProxyServer};
 
 const SECRET: &str = "Sup3r-s3cret-Value-9f2a";
 const BAD_SECRET: &str = "Wr0ng-s3cret-Value-77c1";
@@ -33,73 +28,6 @@ impl Write for Captured {
     }
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
-    }
-}
-
-/// A store that fails while `down` is set.
-#[derive(Debug)]
-struct Flaky {
-    inner: InProcessSharedStore,
-    down: Arc<AtomicBool>,
-}
-
-impl Flaky {
-    fn gate(&self) -> Result<(), StoreError> {
-        if self.down.load(Ordering::SeqCst) {
-            Err(StoreError::Unavailable("connection refused".into()))
-        } else {
-            Ok(())
-        }
-    }
-}
-
-macro_rules! gated {
-    ($self:ident, $call:expr) => {
-        match $self.gate() {
-            Ok(()) => $call,
-            Err(error) => Box::pin(async move { Err(error) }),
-        }
-    };
-}
-
-impl SharedStore for Flaky {
-    fn name(&self) -> &'static str {
-        "flaky"
-    }
-    fn get<'a>(&'a self, key: &'a StoreKey) -> StoreFuture<'a, Option<Vec<u8>>> {
-        gated!(self, self.inner.get(key))
-    }
-    fn put<'a>(
-        &'a self,
-        key: &'a StoreKey,
-        sealed: &'a [u8],
-        at: UnixMillis,
-    ) -> StoreFuture<'a, ()> {
-        gated!(self, self.inner.put(key, sealed, at))
-    }
-    fn delete<'a>(&'a self, key: &'a StoreKey) -> StoreFuture<'a, ()> {
-        gated!(self, self.inner.delete(key))
-    }
-    fn try_lease<'a>(
-        &'a self,
-        key: &'a StoreKey,
-        owner: &'a LeaseOwner,
-        ttl: Duration,
-    ) -> StoreFuture<'a, bool> {
-        gated!(self, self.inner.try_lease(key, owner, ttl))
-    }
-    fn release_lease<'a>(
-        &'a self,
-        key: &'a StoreKey,
-        owner: &'a LeaseOwner,
-    ) -> StoreFuture<'a, ()> {
-        gated!(self, self.inner.release_lease(key, owner))
-    }
-    fn clear(&self) -> StoreFuture<'_, Option<u64>> {
-        gated!(self, self.inner.clear())
-    }
-    fn clear_client<'a>(&'a self, tag: &'a ClientTag) -> StoreFuture<'a, Option<u64>> {
-        gated!(self, self.inner.clear_client(tag))
     }
 }
 
@@ -127,11 +55,9 @@ async fn nothing_secret_leaves_the_proxy() {
     ))
     .await;
     let store = InProcessSharedStore::new(Arc::new(clock.clone()));
-    let down = Arc::new(AtomicBool::new(false));
-    let flaky = Arc::new(Flaky {
-        inner: store.clone(),
-        down: Arc::clone(&down),
-    });
+    let flaky = FlakyStore::new(store.clone());
+    let down = flaky.switch();
+    let flaky = Arc::new(flaky);
     let mut config = ProxyServer::config_for(&idp);
     config.shared_store = Some(SharedStoreConfig::new(
         flaky,
@@ -188,7 +114,7 @@ async fn nothing_secret_leaves_the_proxy() {
     bodies.push(broken.text().await.unwrap());
 
     // The store goes away; the upstream fails; tokens are still served.
-    down.store(true, Ordering::SeqCst);
+    down.set_down(true);
     idp.idp.apply(&ControlUpdate {
         error_rate: Some(1.0),
         ..ControlUpdate::default()
@@ -199,7 +125,7 @@ async fn nothing_secret_leaves_the_proxy() {
             .await;
         bodies.push(response.text().await.unwrap());
     }
-    down.store(false, Ordering::SeqCst);
+    down.set_down(false);
     idp.idp.apply(&ControlUpdate::healthy());
     let purge = proxy
         .http

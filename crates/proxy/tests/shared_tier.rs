@@ -4,18 +4,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde_json::Value;
-use tokencache_core::{
-    ClientTag, EncryptionKey, HmacKey, KeyRing, LeaseOwner, SharedStore, StoreError, StoreFuture,
-    StoreKey, UnixMillis,
-};
+use tokencache_core::{EncryptionKey, HmacKey, KeyRing, SharedStore, StoreKey};
 use tokencache_memory_store::InProcessSharedStore;
 use tokencache_mock_idp::{MockIdp, MockIdpConfig};
 use tokencache_proxy::{ProxyConfig, SharedStoreConfig};
-use tokencache_test_support::{ManualClock, MockIdpServer, ProxyServer};
+use tokencache_test_support::{FlakyStore, ManualClock, MockIdpServer, ProxyServer};
 
 const CC: &str = "grant_type=client_credentials";
 
@@ -319,93 +315,12 @@ async fn a_fleet_refreshes_an_aging_key_once() {
     );
 }
 
-/// A store that fails while `down` is set, otherwise delegates.
-#[derive(Debug)]
-struct Flaky {
-    inner: InProcessSharedStore,
-    down: Arc<AtomicBool>,
-}
-
-impl Flaky {
-    fn check(&self) -> Result<(), StoreError> {
-        if self.down.load(Ordering::SeqCst) {
-            Err(StoreError::Unavailable("connection refused".into()))
-        } else {
-            Ok(())
-        }
-    }
-}
-
-impl SharedStore for Flaky {
-    fn name(&self) -> &'static str {
-        "flaky"
-    }
-    fn get<'a>(&'a self, key: &'a StoreKey) -> StoreFuture<'a, Option<Vec<u8>>> {
-        match self.check() {
-            Ok(()) => self.inner.get(key),
-            Err(error) => Box::pin(async move { Err(error) }),
-        }
-    }
-    fn put<'a>(
-        &'a self,
-        key: &'a StoreKey,
-        sealed: &'a [u8],
-        at: UnixMillis,
-    ) -> StoreFuture<'a, ()> {
-        match self.check() {
-            Ok(()) => self.inner.put(key, sealed, at),
-            Err(error) => Box::pin(async move { Err(error) }),
-        }
-    }
-    fn delete<'a>(&'a self, key: &'a StoreKey) -> StoreFuture<'a, ()> {
-        match self.check() {
-            Ok(()) => self.inner.delete(key),
-            Err(error) => Box::pin(async move { Err(error) }),
-        }
-    }
-    fn try_lease<'a>(
-        &'a self,
-        key: &'a StoreKey,
-        owner: &'a LeaseOwner,
-        ttl: Duration,
-    ) -> StoreFuture<'a, bool> {
-        match self.check() {
-            Ok(()) => self.inner.try_lease(key, owner, ttl),
-            Err(error) => Box::pin(async move { Err(error) }),
-        }
-    }
-    fn release_lease<'a>(
-        &'a self,
-        key: &'a StoreKey,
-        owner: &'a LeaseOwner,
-    ) -> StoreFuture<'a, ()> {
-        match self.check() {
-            Ok(()) => self.inner.release_lease(key, owner),
-            Err(error) => Box::pin(async move { Err(error) }),
-        }
-    }
-    fn clear(&self) -> StoreFuture<'_, Option<u64>> {
-        match self.check() {
-            Ok(()) => self.inner.clear(),
-            Err(error) => Box::pin(async move { Err(error) }),
-        }
-    }
-    fn clear_client<'a>(&'a self, tag: &'a ClientTag) -> StoreFuture<'a, Option<u64>> {
-        match self.check() {
-            Ok(()) => self.inner.clear_client(tag),
-            Err(error) => Box::pin(async move { Err(error) }),
-        }
-    }
-}
-
 #[tokio::test]
 async fn a_store_outage_degrades_service_and_heals() {
     let fleet = Fleet::new(Duration::ZERO).await;
-    let down = Arc::new(AtomicBool::new(false));
-    let flaky = Arc::new(Flaky {
-        inner: fleet.store.clone(),
-        down: Arc::clone(&down),
-    });
+    let flaky = FlakyStore::new(fleet.store.clone());
+    let down = flaky.switch();
+    let flaky = Arc::new(flaky);
     let proxy = ProxyServer::start(fleet.config(flaky, ring(1, &[])), fleet.clock.clone()).await;
     assert_eq!(
         proxy
@@ -415,7 +330,7 @@ async fn a_store_outage_degrades_service_and_heals() {
         200
     );
 
-    down.store(true, Ordering::SeqCst);
+    down.set_down(true);
     // Cached keys, new keys, everything still answers.
     for scope in ["api/read", "api/write", "api/read+api/write"] {
         for _ in 0..3 {
@@ -446,7 +361,7 @@ async fn a_store_outage_degrades_service_and_heals() {
             .contains("tokencache_store_errors_total")
     );
 
-    down.store(false, Ordering::SeqCst);
+    down.set_down(false);
     fleet.clock.advance(Duration::from_secs(31));
     let (status, _, _) = answer_of(
         proxy

@@ -25,6 +25,9 @@
 //! This crate has no feature flags.
 
 pub mod conformance;
+mod flaky;
+
+pub use flaky::{FlakyStore, OutageSwitch};
 pub mod moto;
 pub mod redis;
 
