@@ -8,7 +8,7 @@ use tokencache_core::{
     ClientTag, LeaseOwner, SharedStore, StoreError, StoreFuture, StoreKey, UnixMillis,
 };
 
-/// Delegates to `inner`, except while [`set_down`](Self::set_down) is on,
+/// Delegates to `inner`, except while [`OutageSwitch::set_down`] is on,
 /// when every operation fails as an unreachable store does.
 #[derive(Debug)]
 pub struct FlakyStore<S> {
