@@ -50,11 +50,14 @@ async fn main() -> Result<(), Box<dyn Error>> {
     }
 
     let token = source.token().await?;
+    let lifetime = token
+        .expires_at()
+        .duration_since(token.fetched_at())
+        .unwrap_or_default();
     println!(
-        "token: {} scopes {:?}, expires at {} (the token itself stays secret: {token:?})",
+        "token: {} scopes {:?}, good for {lifetime:?} (the token itself stays secret: {token:?})",
         token.token_type(),
         token.scopes(),
-        token.expires_at(),
     );
     if let Some(idp) = idp {
         println!("token requests to the IdP: {}", idp.token_requests());

@@ -5,12 +5,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::Uri;
-use tokencache_core::{Backoff, ClientSecret, Clock, FreshnessPolicy, MinRemaining, SystemClock};
+use tokencache_core::{Backoff, ClientSecret, FreshnessPolicy, MinRemaining};
 
+use crate::clock::{Clock, CoreClock, SystemClock};
+use crate::error::Error;
 use crate::fetch::Fetcher;
-use crate::request::{RESERVED_PARAMS, RequestParts, TokenRequest};
-use crate::source::SourceParts;
-use crate::{AuthMethod, ClientCredentials, Error, Transport};
+use crate::options::Variant;
+use crate::request::{AuthMethod, Endpoint, RESERVED_PARAMS};
+use crate::source::{ClientCredentials, SourceParts};
+use crate::transport::Transport;
+
+impl ClientCredentials {
+    /// A builder; `token_url`, `client_id` and `client_secret` are required.
+    #[must_use]
+    pub fn builder() -> ClientCredentialsBuilder {
+        ClientCredentialsBuilder::default()
+    }
+}
 
 /// Builds a [`ClientCredentials`] source. Get one from
 /// [`ClientCredentials::builder`].
@@ -169,9 +180,9 @@ impl ClientCredentialsBuilder {
         self
     }
 
-    /// Where the time comes from, for lifetimes and the refresh schedule.
-    /// Tests pass a manual clock. (Backoff delays and timeouts are Tokio
-    /// timers.)
+    /// Where the time comes from, for lifetimes, the refresh schedule and
+    /// refresh backoff. Tests pass a manual clock. (Backoff delays within a
+    /// fetch and timeouts are Tokio timers.)
     #[must_use]
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
@@ -236,27 +247,27 @@ impl ClientCredentialsBuilder {
             Some(transport) => transport,
             None => default_transport()?,
         };
-        let request = TokenRequest::new(&RequestParts {
+        let endpoint = Endpoint {
             uri,
-            client_id: &client_id,
-            client_secret: &client_secret,
-            scopes: &self.scopes,
-            params: &self.params,
+            client_id,
+            client_secret,
             auth_method: self.auth_method,
-        })?;
+            scopes: self.scopes,
+            params: self.params,
+        };
+        // The usual request, built once now so that what cannot be encoded
+        // is a configuration error here rather than at the first fetch.
+        endpoint.request(&Variant::default())?;
         Ok(ClientCredentials::from_parts(SourceParts {
             fetcher: Fetcher {
-                request,
+                endpoint,
                 transport,
                 policy,
                 backoff: self.backoff,
                 timeout: self.timeout,
                 attempt_timeout: self.attempt_timeout,
-                clock: self.clock,
-                scopes: self.scopes,
+                clock: Arc::new(CoreClock(self.clock)),
             },
-            client_id,
-            auth_method: self.auth_method,
             refresh_jitter: self.refresh_jitter,
         }))
     }

@@ -1,5 +1,6 @@
 //! One token fetch: attempts with exponential backoff and full jitter,
-//! `Retry-After` honoured, bounded by the attempt limit and a deadline.
+//! `Retry-After` honoured, bounded by the attempt limit and a deadline (the
+//! loop is the workspace's one retry driver, `tokencache-retry`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,23 +11,26 @@ use serde_json::Value;
 use tokencache_core::{
     AnswerClass, Backoff, Clock, FreshnessPolicy, UnixMillis, parse_retry_after,
 };
+use tokencache_retry::{Retry, Verdict};
 use tokio::time::Instant;
 use zeroize::Zeroizing;
 
-use crate::request::TokenRequest;
+use crate::error::Error;
+use crate::options::Variant;
+use crate::request::{Endpoint, TokenRequest};
 use crate::token::{self, Fetched};
-use crate::{Error, Transport};
+use crate::transport::Transport;
 
 /// Everything a fetch needs; shared by all clones of a source.
 pub(crate) struct Fetcher {
-    pub(crate) request: TokenRequest,
+    pub(crate) endpoint: Endpoint,
     pub(crate) transport: Arc<dyn Transport>,
     pub(crate) policy: FreshnessPolicy,
     pub(crate) backoff: Backoff,
     pub(crate) timeout: Duration,
     pub(crate) attempt_timeout: Duration,
+    /// Core's view of the source's clock.
     pub(crate) clock: Arc<dyn Clock>,
-    pub(crate) scopes: Vec<String>,
 }
 
 /// A fetch that failed, and how long the endpoint asked to be left alone.
@@ -46,39 +50,44 @@ impl From<Error> for Failed {
 }
 
 impl Fetcher {
-    /// Fetches a token, retrying what is worth retrying.
-    pub(crate) async fn fetch(&self) -> Result<Fetched, Failed> {
+    /// Fetches the token `variant` names, retrying what is worth retrying.
+    pub(crate) async fn fetch(&self, variant: &Variant) -> Result<Fetched, Failed> {
+        let (request, scopes) = self.endpoint.request(variant)?;
         let deadline = Instant::now() + self.timeout;
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            let failed = match self.attempt(deadline).await {
-                Ok(fetched) => return Ok(fetched),
-                Err(failed) => failed,
-            };
-            if !failed.error.is_retryable() || !self.backoff.may_retry(attempts) {
-                return Err(failed);
-            }
-            let delay =
-                self.backoff
-                    .delay_honouring(attempts - 1, rand::random(), failed.retry_after);
-            if Instant::now() + delay >= deadline {
-                return Err(failed);
-            }
-            tracing::debug!(
-                token_url = %self.request.uri(),
-                attempts,
-                error = %failed.error,
-                ?delay,
-                "token request failed; retrying"
-            );
-            tokio::time::sleep(delay).await;
-        }
+        Retry::new(self.backoff)
+            .deadline(deadline)
+            .run(
+                |_| self.attempt(&request, scopes, deadline),
+                |outcome| match outcome {
+                    Ok(_) => Verdict::Stop,
+                    Err(failed) if !failed.error.is_retryable() => Verdict::Stop,
+                    Err(failed) => failed
+                        .retry_after
+                        .map_or(Verdict::Retry, Verdict::RetryAfter),
+                },
+                |outcome, retrying| {
+                    if let Err(failed) = outcome {
+                        tracing::debug!(
+                            token_url = %self.endpoint.uri,
+                            attempts = retrying.attempts,
+                            error = %failed.error,
+                            delay = ?retrying.delay,
+                            "token request failed; retrying"
+                        );
+                    }
+                },
+            )
+            .await
     }
 
     /// One exchange, within the attempt timeout and the fetch's deadline.
-    async fn attempt(&self, deadline: Instant) -> Result<Fetched, Failed> {
-        let request = self.request.to_http()?;
+    async fn attempt(
+        &self,
+        request: &TokenRequest,
+        scopes: &[String],
+        deadline: Instant,
+    ) -> Result<Fetched, Failed> {
+        let request = request.to_http()?;
         let sent_at = self.clock.now();
         let limit = deadline.min(Instant::now() + self.attempt_timeout);
         let response = match tokio::time::timeout_at(limit, self.transport.send(request)).await {
@@ -88,7 +97,7 @@ impl Fetcher {
         };
         let (parts, body) = response.into_parts();
         let body = Zeroizing::new(body);
-        self.read_answer(parts.status, &parts.headers, &body, sent_at)
+        self.read_answer(parts.status, &parts.headers, &body, sent_at, scopes)
     }
 
     /// What the token endpoint's answer means.
@@ -98,6 +107,7 @@ impl Fetcher {
         headers: &HeaderMap,
         body: &[u8],
         sent_at: UnixMillis,
+        scopes: &[String],
     ) -> Result<Fetched, Failed> {
         let retry_after = headers
             .get(RETRY_AFTER)
@@ -105,8 +115,7 @@ impl Fetcher {
         let status = status.as_u16();
         let error = match AnswerClass::of(status, body) {
             AnswerClass::Success => {
-                return token::parse(body, sent_at, &self.policy, &self.scopes)
-                    .map_err(Failed::from);
+                return token::parse(body, sent_at, &self.policy, scopes).map_err(Failed::from);
             }
             AnswerClass::Throttled => Error::Throttled {
                 status,
@@ -147,8 +156,8 @@ mod tests {
     use tokencache_core::{ClientSecret, SystemClock};
 
     use super::*;
-    use crate::TransportError;
-    use crate::request::{AuthMethod, RequestParts};
+    use crate::error::TransportError;
+    use crate::request::AuthMethod;
     use crate::transport::BoxFuture;
 
     /// A scripted answer: status, headers and body, or a reset connection.
@@ -193,24 +202,22 @@ mod tests {
             answers: Mutex::new(answers.into()),
             sent: AtomicU32::new(0),
         });
-        let request = TokenRequest::new(&RequestParts {
+        let endpoint = Endpoint {
             uri: Uri::from_static("http://idp.test/oauth2/token"),
-            client_id: "id",
-            client_secret: &ClientSecret::new("secret".to_owned()),
-            scopes: &[],
-            params: &[],
+            client_id: "id".to_owned(),
+            client_secret: ClientSecret::new("secret".to_owned()),
             auth_method: AuthMethod::Basic,
-        })
-        .unwrap();
+            scopes: Vec::new(),
+            params: Vec::new(),
+        };
         let fetcher = Fetcher {
-            request,
+            endpoint,
             transport: transport.clone(),
             policy: FreshnessPolicy::default(),
             backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(1), 4),
             timeout: Duration::from_secs(30),
             attempt_timeout: Duration::from_secs(5),
             clock: Arc::new(SystemClock),
-            scopes: Vec::new(),
         };
         (fetcher, transport)
     }
@@ -232,7 +239,7 @@ mod tests {
             ok(),
         ]);
         let started = Instant::now();
-        let fetched = fetcher.fetch().await.unwrap();
+        let fetched = fetcher.fetch(&Variant::default()).await.unwrap();
         assert_eq!(fetched.token.secret(), "t");
         assert_eq!(transport.sent.load(Ordering::SeqCst), 4);
         // Retry-After is a floor on the first delay.
@@ -246,7 +253,7 @@ mod tests {
             vec![],
             r#"{"error":"invalid_scope","error_description":"bad"}"#.to_owned(),
         ))]);
-        let failed = fetcher.fetch().await.unwrap_err();
+        let failed = fetcher.fetch(&Variant::default()).await.unwrap_err();
         assert!(matches!(
             failed.error,
             Error::OAuth { status: 400, ref error, error_description: Some(ref d) }
@@ -264,7 +271,7 @@ mod tests {
             Ok((500, vec![], String::new())),
             ok(),
         ]);
-        let failed = fetcher.fetch().await.unwrap_err();
+        let failed = fetcher.fetch(&Variant::default()).await.unwrap_err();
         assert!(matches!(failed.error, Error::Status { status: 500 }));
         assert_eq!(transport.sent.load(Ordering::SeqCst), 4);
     }
@@ -275,7 +282,7 @@ mod tests {
             Ok((429, vec![("retry-after", "60")], String::new())),
             ok(),
         ]);
-        let failed = fetcher.fetch().await.unwrap_err();
+        let failed = fetcher.fetch(&Variant::default()).await.unwrap_err();
         assert!(matches!(
             failed.error,
             Error::Throttled { status: 429, retry_after: Some(after) } if after == Duration::from_secs(60)
@@ -287,7 +294,7 @@ mod tests {
     async fn a_hanging_endpoint_times_out_per_attempt() {
         // No scripted answers: every attempt hangs.
         let (fetcher, transport) = fetcher(vec![]);
-        let failed = fetcher.fetch().await.unwrap_err();
+        let failed = fetcher.fetch(&Variant::default()).await.unwrap_err();
         assert!(matches!(failed.error, Error::Timeout { source: None }));
         assert_eq!(transport.sent.load(Ordering::SeqCst), 4);
     }
@@ -302,7 +309,7 @@ mod tests {
             )),
             Ok((200, vec![], "<html>".to_owned())),
         ]);
-        let failed = fetcher.fetch().await.unwrap_err();
+        let failed = fetcher.fetch(&Variant::default()).await.unwrap_err();
         assert!(matches!(failed.error, Error::InvalidResponse { .. }));
     }
 }

@@ -19,7 +19,13 @@
 //!   served (**stale-if-error**), and refreshes back off;
 //! - errors are typed: [`Error::OAuth`] keeps the endpoint's `error`,
 //!   `error_description` and status, apart from transport errors;
-//! - tokens and secrets are redacted in `Debug` and never logged.
+//! - tokens and secrets are redacted in `Debug` and never logged;
+//! - per call, [`TokenOptions`] force a renewal or ask for other scopes or
+//!   another resource (each such token cached apart);
+//! - the `Authorization` header uses the answer's `token_type` (`Bearer`
+//!   unless it says otherwise, `DPoP`…), and the answer's other fields are
+//!   at hand, typed: [`AccessToken::extra`];
+//! - times are [`std::time::SystemTime`]s.
 //!
 //! The freshness schedule is the one the tokencache proxy uses
 //! ([`tokencache_core::FreshnessPolicy`]), so the two agree.
@@ -27,7 +33,9 @@
 //! # Example
 //!
 //! ```
-//! use tokencache_client::ClientCredentials;
+//! use std::time::SystemTime;
+//!
+//! use tokencache_client::{ClientCredentials, TokenOptions};
 //! # use tokencache_mock_idp::{MockIdp, MockIdpConfig};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
@@ -47,17 +55,33 @@
 //! let token = source.token().await?;
 //! assert_eq!(token.token_type(), "Bearer");
 //! // Send it as `Authorization: Bearer <token>`:
-//! let _header = token.authorization_header();
+//! assert!(token.authorization_header().to_str()?.starts_with("Bearer "));
+//! assert!(token.expires_at() > SystemTime::now());
 //!
 //! // Clones share the cache: no second request.
 //! let again = source.clone().token().await?;
 //! assert_eq!(again.secret(), token.secret());
 //! # assert_eq!(idp.token_requests(), 1);
+//!
+//! // Another scope for one call: a token of its own, cached apart.
+//! let writer = source
+//!     .token_with(TokenOptions::new().scopes(["api/write"]))
+//!     .await?;
+//! assert_eq!(writer.scopes(), ["api/write"]);
+//! assert_ne!(writer.secret(), token.secret());
+//! // The answer's fields beyond the standard ones, typed (the mock IdP
+//! // sends none):
+//! assert_eq!(writer.extra::<String>("tenant")?, None);
+//! # assert_eq!(idp.token_requests(), 2);
 //! # Ok(())
 //! # }
 //! ```
 //!
 //! # HTTP clients
+//!
+//! Both take any [`TokenSource`] (a [`ClientCredentials`], a source of your
+//! own, a fake one in tests), and read per-request [`TokenOptions`] from
+//! the request's extensions.
 //!
 //! - `BearerMiddleware` (feature `middleware`) for `reqwest-middleware`
 //!   adds the header and, on a 401 from the API, drops the token and sends
@@ -83,25 +107,31 @@
 //! Tokio timers). The minimum supported Rust version is 1.88.
 
 mod builder;
+mod clock;
 mod error;
 mod fetch;
 #[cfg(feature = "tower")]
 mod layer;
 #[cfg(feature = "middleware")]
 mod middleware;
+mod options;
 mod request;
 mod source;
 mod token;
+mod token_source;
 mod transport;
 
 pub use builder::ClientCredentialsBuilder;
+pub use clock::{Clock, SystemClock};
 pub use error::{Error, TransportError};
 #[cfg(feature = "tower")]
 pub use layer::{BearerLayer, BearerService, BoxError};
 #[cfg(feature = "middleware")]
 pub use middleware::BearerMiddleware;
+pub use options::TokenOptions;
 pub use request::AuthMethod;
 pub use source::ClientCredentials;
 pub use token::AccessToken;
-pub use tokencache_core::{Backoff, Clock, MinRemaining, SystemClock, UnixMillis};
+pub use token_source::TokenSource;
+pub use tokencache_core::{Backoff, MinRemaining};
 pub use transport::{BoxFuture, Transport};

@@ -9,7 +9,8 @@ use http::{HeaderValue, Method, Uri};
 use tokencache_core::ClientSecret;
 use zeroize::Zeroizing;
 
-use crate::Error;
+use crate::error::Error;
+use crate::options::Variant;
 
 /// How the client proves who it is to the token endpoint (RFC 6749 §2.3.1).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -27,6 +28,68 @@ pub enum AuthMethod {
 /// Parameters the source sets itself, which extra parameters may not
 /// override.
 pub(crate) const RESERVED_PARAMS: [&str; 4] = ["grant_type", "scope", "client_id", "client_secret"];
+
+/// The token endpoint, the client's credentials and its usual scopes and
+/// parameters: what every token request of a source is built from.
+pub(crate) struct Endpoint {
+    pub(crate) uri: Uri,
+    pub(crate) client_id: String,
+    pub(crate) client_secret: ClientSecret,
+    pub(crate) auth_method: AuthMethod,
+    pub(crate) scopes: Vec<String>,
+    pub(crate) params: Vec<(String, String)>,
+}
+
+impl Endpoint {
+    /// The request for `variant`, and the scopes it asks for (the token's
+    /// scopes when the answer does not say).
+    pub(crate) fn request<'a>(
+        &'a self,
+        variant: &'a Variant,
+    ) -> Result<(TokenRequest, &'a [String]), Error> {
+        let scopes = variant.scopes.as_deref().unwrap_or(&self.scopes);
+        let with_resource: Vec<(String, String)>;
+        let params = match &variant.resource {
+            None => &self.params,
+            Some(resource) => {
+                // The call's resource replaces the source's, never joins it.
+                with_resource = self
+                    .params
+                    .iter()
+                    .filter(|(name, _)| name != "resource")
+                    .cloned()
+                    .chain(std::iter::once(("resource".to_owned(), resource.clone())))
+                    .collect();
+                &with_resource
+            }
+        };
+        let request = TokenRequest::new(&RequestParts {
+            uri: self.uri.clone(),
+            client_id: &self.client_id,
+            client_secret: &self.client_secret,
+            scopes,
+            params,
+            auth_method: self.auth_method,
+        })?;
+        Ok((request, scopes))
+    }
+}
+
+impl fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("uri", &self.uri)
+            .field("client_id", &self.client_id)
+            .field("auth_method", &self.auth_method)
+            .field("scopes", &self.scopes)
+            // Parameter values can be private (`aws_client_metadata`).
+            .field(
+                "params",
+                &self.params.iter().map(|(name, _)| name).collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
 
 /// A ready-to-send token request. The body and the `Authorization` value
 /// hold the secret: they are wiped on drop, and `Debug` leaves them out.
@@ -76,11 +139,6 @@ impl TokenRequest {
             authorization,
             body: Zeroizing::new(std::mem::take(&mut *encoded).into_bytes()),
         })
-    }
-
-    /// The token endpoint.
-    pub(crate) fn uri(&self) -> &Uri {
-        &self.uri
     }
 
     /// The request as an `http::Request`, for one attempt.
@@ -178,6 +236,55 @@ mod tests {
         let http = request(AuthMethod::Body, "id", "p&ss").to_http().unwrap();
         assert!(!http.headers().contains_key(AUTHORIZATION));
         assert!(body(&http).ends_with("&client_id=id&client_secret=p%26ss"));
+    }
+
+    fn endpoint() -> Endpoint {
+        Endpoint {
+            uri: Uri::from_static("https://idp.example/oauth2/token"),
+            client_id: "id".to_owned(),
+            client_secret: ClientSecret::new("hunter2".to_owned()),
+            auth_method: AuthMethod::Basic,
+            scopes: vec!["api/read".to_owned()],
+            params: vec![
+                ("resource".to_owned(), "https://a.example".to_owned()),
+                ("aws_client_metadata".to_owned(), "private".to_owned()),
+            ],
+        }
+    }
+
+    #[test]
+    fn a_variant_replaces_the_scopes_and_the_resource() {
+        let endpoint = endpoint();
+        let usual_variant = Variant::default();
+        let (usual, scopes) = endpoint.request(&usual_variant).unwrap();
+        assert_eq!(scopes, ["api/read"]);
+        assert_eq!(
+            body(&usual.to_http().unwrap()),
+            "grant_type=client_credentials&scope=api%2Fread\
+             &resource=https%3A%2F%2Fa.example&aws_client_metadata=private"
+        );
+        let variant = Variant {
+            scopes: Some(vec!["x".to_owned(), "y".to_owned()]),
+            resource: Some("https://b.example".to_owned()),
+        };
+        let (other, scopes) = endpoint.request(&variant).unwrap();
+        assert_eq!(scopes, ["x", "y"]);
+        assert_eq!(
+            body(&other.to_http().unwrap()),
+            "grant_type=client_credentials&scope=x+y\
+             &aws_client_metadata=private&resource=https%3A%2F%2Fb.example"
+        );
+        let no_scope = Variant {
+            scopes: Some(Vec::new()),
+            resource: None,
+        };
+        let (bare, _) = endpoint.request(&no_scope).unwrap();
+        assert!(!body(&bare.to_http().unwrap()).contains("scope="));
+        let printed = format!("{endpoint:?}");
+        assert!(
+            !printed.contains("hunter2") && !printed.contains("private"),
+            "{printed}"
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use crate::TransportError;
+use crate::error::TransportError;
 
 /// A boxed, sendable future, as [`Transport::send`] returns.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -33,7 +33,7 @@ pub trait Transport: Send + Sync + 'static {
 #[cfg(feature = "reqwest")]
 mod reqwest_transport {
     use super::{BoxFuture, Transport};
-    use crate::{Error, TransportError};
+    use crate::error::{Error, TransportError};
 
     /// The largest answer read. Token answers are a few kilobytes; a
     /// megabyte means something is wrong, and reading on would only waste

@@ -4,9 +4,9 @@
 
 mod common;
 
-use common::{TestApi, demo_source};
+use common::{FakeSource, TestApi, demo_source};
 use reqwest_middleware::ClientBuilder;
-use tokencache_client::BearerMiddleware;
+use tokencache_client::{BearerMiddleware, TokenOptions};
 use tokencache_mock_idp::MockIdpConfig;
 use tokencache_test_support::MockIdpServer;
 
@@ -76,4 +76,30 @@ async fn a_token_error_is_a_middleware_error() {
     assert!(error.is_middleware());
     assert!(error.to_string().contains("invalid_client"), "{error}");
     assert_eq!(api.hits(), 0);
+}
+
+#[tokio::test]
+async fn any_source_with_per_request_options() {
+    let api = TestApi::start().await;
+    let source = FakeSource::new("bearer");
+    let client = ClientBuilder::new(reqwest::Client::new())
+        .with(BearerMiddleware::new(source.clone()))
+        .build();
+    let options = TokenOptions::new()
+        .scopes(["orders/write"])
+        .resource("https://orders.example");
+
+    let answer = client
+        .post(api.url("/orders"))
+        .with_extension(options.clone())
+        .body("a clonable body")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    // `bearer` from the source, sent as `Bearer`; the refused token
+    // reported to the source, and the resend asked with the same options.
+    assert_eq!(api.seen(), ["fake1", "fake2"]);
+    assert_eq!(*source.refused.lock().unwrap(), ["fake1"]);
+    assert_eq!(*source.asked.lock().unwrap(), [options.clone(), options]);
 }

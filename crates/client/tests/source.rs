@@ -7,11 +7,10 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use common::{ThrottlingFront, demo_source, eventually, idp_on, quick_backoff};
-use tokencache_client::{AuthMethod, Error, MinRemaining};
+use common::{ThrottlingFront, client_clock, demo_source, eventually, idp_on, quick_backoff};
+use tokencache_client::{AuthMethod, Error, MinRemaining, TokenOptions};
 use tokencache_mock_idp::{ControlUpdate, MockIdpConfig, decode_claims_unverified};
 use tokencache_test_support::{ManualClock, MockIdpServer};
 
@@ -57,7 +56,7 @@ async fn aging_tokens_are_returned_at_once_and_refreshed_once_in_the_background(
     let clock = ManualClock::starting_now();
     let idp = idp_on(&clock, Duration::from_secs(100)).await;
     let source = demo_source(&idp.token_url())
-        .clock(Arc::new(clock.clone()))
+        .clock(client_clock(&clock))
         .refresh_jitter(0.0)
         .build()
         .unwrap();
@@ -94,8 +93,11 @@ async fn aging_tokens_are_returned_at_once_and_refreshed_once_in_the_background(
     assert_eq!(idp.idp.token_requests(), 2, "one background refresh");
     assert!(refreshed.expires_at() > first.expires_at());
     assert_eq!(
-        refreshed.expires_at().millis_since(refreshed.fetched_at()),
-        100_000
+        refreshed
+            .expires_at()
+            .duration_since(refreshed.fetched_at())
+            .unwrap(),
+        Duration::from_secs(100)
     );
 }
 
@@ -104,7 +106,7 @@ async fn expired_tokens_are_not_served() {
     let clock = ManualClock::starting_now();
     let idp = idp_on(&clock, Duration::from_secs(100)).await;
     let source = demo_source(&idp.token_url())
-        .clock(Arc::new(clock.clone()))
+        .clock(client_clock(&clock))
         .min_remaining(MinRemaining::Duration(Duration::from_secs(30)))
         .build()
         .unwrap();
@@ -121,7 +123,7 @@ async fn stale_if_error_until_serve_until_then_an_error() {
     let clock = ManualClock::starting_now();
     let idp = idp_on(&clock, Duration::from_secs(100)).await;
     let source = demo_source(&idp.token_url())
-        .clock(Arc::new(clock.clone()))
+        .clock(client_clock(&clock))
         .refresh_jitter(0.0)
         .backoff(quick_backoff(2))
         .build()
@@ -234,6 +236,41 @@ async fn body_authentication_and_extra_parameters() {
     assert_eq!(claims["client_metadata"], r#"{"tenant":"t1"}"#);
     assert_eq!(claims["aud"], "https://api.example");
     assert_eq!(token.scopes(), ["api/read", "api/write"]);
+}
+
+#[tokio::test]
+async fn per_call_scopes_and_resource_get_tokens_of_their_own() {
+    let idp = MockIdpServer::start(MockIdpConfig::default()).await;
+    let source = demo_source(&idp.token_url()).build().unwrap();
+    let writer = || {
+        TokenOptions::new()
+            .scopes(["api/write"])
+            .resource("https://api.example")
+    };
+
+    let usual = source.token().await.unwrap();
+    let written = source.token_with(writer()).await.unwrap();
+    let claims = decode_claims_unverified(written.secret()).unwrap();
+    assert_eq!(claims["scope"], "api/write");
+    assert_eq!(claims["aud"], "https://api.example");
+    assert_eq!(written.scopes(), ["api/write"]);
+    let usual_claims = decode_claims_unverified(usual.secret()).unwrap();
+    assert_eq!(usual_claims["scope"], "api/read");
+
+    // Each is cached apart.
+    assert_eq!(source.token().await.unwrap().secret(), usual.secret());
+    let again = source.token_with(writer()).await.unwrap();
+    assert_eq!(again.secret(), written.secret());
+    assert_eq!(idp.idp.token_requests(), 2);
+
+    // A forced renewal fetches, once, and is what is cached next.
+    let renewed = source
+        .token_with(TokenOptions::new().force_refresh())
+        .await
+        .unwrap();
+    assert_ne!(renewed.secret(), usual.secret());
+    assert_eq!(source.token().await.unwrap().secret(), renewed.secret());
+    assert_eq!(idp.idp.token_requests(), 3);
 }
 
 #[tokio::test]

@@ -8,12 +8,12 @@ use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use tokencache_client::BearerLayer;
+use tokencache_client::{BearerLayer, TokenOptions};
 use tokencache_mock_idp::MockIdpConfig;
 use tokencache_test_support::MockIdpServer;
 use tower::{ServiceBuilder, ServiceExt as _};
 
-use common::{TestApi, demo_source};
+use common::{FakeSource, TestApi, demo_source};
 
 #[tokio::test]
 async fn sets_the_header_and_drops_a_refused_token_without_resending() {
@@ -67,4 +67,41 @@ async fn a_token_error_is_the_service_error() {
     let error = error.downcast::<tokencache_client::Error>().unwrap();
     assert!(matches!(*error, tokencache_client::Error::OAuth { .. }));
     assert_eq!(api.hits(), 0);
+}
+
+#[tokio::test]
+async fn any_source_the_token_type_as_scheme_and_per_request_options() {
+    let source = FakeSource::new("DPoP");
+    // The API refuses the first token; it echoes the header it got.
+    let api = tower::service_fn(|request: http::Request<()>| async move {
+        let header = request.headers()[http::header::AUTHORIZATION]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let status = if header.ends_with("fake1") { 401 } else { 200 };
+        let answer = http::Response::builder()
+            .status(status)
+            .body(header)
+            .unwrap();
+        Ok::<_, std::convert::Infallible>(answer)
+    });
+    let client = ServiceBuilder::new()
+        .layer(BearerLayer::new(source.clone()))
+        .service(api);
+
+    let mut request = http::Request::new(());
+    let options = TokenOptions::new().scopes(["orders/write"]);
+    request.extensions_mut().insert(options.clone());
+    let answer = client.clone().oneshot(request).await.unwrap();
+    assert_eq!(answer.status(), 401);
+    assert_eq!(answer.body(), "DPoP fake1");
+    assert_eq!(*source.refused.lock().unwrap(), ["fake1"]);
+
+    let answer = client.oneshot(http::Request::new(())).await.unwrap();
+    assert_eq!(answer.status(), 200);
+    assert_eq!(answer.body(), "DPoP fake2");
+    assert_eq!(
+        *source.asked.lock().unwrap(),
+        [options, TokenOptions::default()]
+    );
 }

@@ -88,6 +88,80 @@ pub(crate) fn decode_component(input: &[u8]) -> Result<Cow<'_, str>, FormError> 
         .map_err(|_| FormError::NotUtf8)
 }
 
+/// Builds an `application/x-www-form-urlencoded` string: unreserved bytes
+/// (`A-Z a-z 0-9 * - . _`) as they are, space as `+`, every other byte as
+/// `%XX`, the way the WHATWG serialiser does. The buffer can hold a client
+/// secret, so it is wiped when dropped.
+pub(crate) struct Encoder(zeroize::Zeroizing<String>);
+
+impl Encoder {
+    pub(crate) fn with_capacity(capacity: usize) -> Self {
+        Self(zeroize::Zeroizing::new(String::with_capacity(capacity)))
+    }
+
+    /// Appends `name=value`.
+    pub(crate) fn pair(&mut self, name: &str, value: &str) {
+        self.start(name);
+        encode_into(&mut self.0, value);
+    }
+
+    /// Appends `name=` and `values` joined by `separator`.
+    pub(crate) fn pair_joined(&mut self, name: &str, values: &[&str], separator: char) {
+        self.start(name);
+        for (index, value) in values.iter().enumerate() {
+            if index > 0 {
+                let mut utf8 = [0u8; 4];
+                encode_into(&mut self.0, separator.encode_utf8(&mut utf8));
+            }
+            encode_into(&mut self.0, value);
+        }
+    }
+
+    fn start(&mut self, name: &str) {
+        if !self.0.is_empty() {
+            self.0.push('&');
+        }
+        encode_into(&mut self.0, name);
+        self.0.push('=');
+    }
+
+    pub(crate) fn finish(self) -> zeroize::Zeroizing<String> {
+        self.0
+    }
+}
+
+fn encode_into(out: &mut String, value: &str) {
+    for &byte in value.as_bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'*' | b'-' | b'.' | b'_' => {
+                out.push(char::from(byte));
+            }
+            b' ' => out.push('+'),
+            _ => push_escape(out, byte),
+        }
+    }
+}
+
+/// Appends one half of Basic credentials, escaping only the bytes that
+/// [`decode_component`] would read differently (`%`, `+`, space) and, in
+/// the client id, the `:` that would end it.
+pub(crate) fn escape_basic_component(out: &mut String, value: &str, is_id: bool) {
+    for character in value.chars() {
+        match character {
+            '%' | '+' | ' ' => push_escape(out, character as u8),
+            ':' if is_id => push_escape(out, b':'),
+            other => out.push(other),
+        }
+    }
+}
+
+fn push_escape(out: &mut String, byte: u8) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    out.push('%');
+    out.push(char::from(HEX[usize::from(byte >> 4)]));
+    out.push(char::from(HEX[usize::from(byte & 0xF)]));
+}
+
 const fn hex_value(digit: u8) -> Option<u8> {
     match digit {
         b'0'..=b'9' => Some(digit - b'0'),
@@ -122,6 +196,33 @@ mod tests {
         );
         assert_eq!(pairs("").unwrap(), vec![]);
         assert_eq!(pairs("k=%C3%A9").unwrap(), vec![("k".into(), "é".into())]);
+    }
+
+    #[test]
+    fn encoder_round_trips_through_the_decoder() {
+        let mut encoder = Encoder::with_capacity(16);
+        encoder.pair("a b", "x+y/z&=%é");
+        encoder.pair_joined("scope", &["r", "s/t"], ' ');
+        let encoded = encoder.finish();
+        assert_eq!(&*encoded, "a+b=x%2By%2Fz%26%3D%25%C3%A9&scope=r+s%2Ft");
+        assert_eq!(
+            pairs(&encoded).unwrap(),
+            vec![
+                ("a b".into(), "x+y/z&=%é".into()),
+                ("scope".into(), "r s/t".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn basic_components_escape_only_what_decoding_changes() {
+        let mut id = String::new();
+        escape_basic_component(&mut id, "a:b c+d%e/f=é", true);
+        assert_eq!(id, "a%3Ab%20c%2Bd%25e/f=é");
+        let mut secret = String::new();
+        escape_basic_component(&mut secret, "a:b/c=", false);
+        assert_eq!(secret, "a:b/c=");
+        assert_eq!(decode_component(id.as_bytes()).unwrap(), "a:b c+d%e/f=é");
     }
 
     #[test]

@@ -20,11 +20,19 @@ pub enum MinRemaining {
 /// lifetime before its end, so it is served until 90 % of its life), then
 /// *expired*. The margin before the real expiry leaves the caller time to
 /// use the token, allowing for clock skew and request latency.
+///
+/// No token is kept longer than [`max_ttl`](Self::max_ttl) (default one
+/// day, Cognito's longest access-token life): an upstream answering
+/// `expires_in: 1e12` does not fill the cache for millennia.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct FreshnessPolicy {
     refresh_at: f64,
     min_remaining: MinRemaining,
+    max_ttl: Duration,
 }
+
+/// The default [`FreshnessPolicy::max_ttl`]: one day.
+pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// A [`FreshnessPolicy`] setting out of range.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -43,6 +51,7 @@ impl Default for FreshnessPolicy {
         Self {
             refresh_at: 0.75,
             min_remaining: MinRemaining::Fraction(0.10),
+            max_ttl: DEFAULT_MAX_TTL,
         }
     }
 }
@@ -85,7 +94,32 @@ impl FreshnessPolicy {
         Ok(Self {
             refresh_at,
             min_remaining,
+            max_ttl: DEFAULT_MAX_TTL,
         })
+    }
+
+    /// This policy with another longest cached life (zero is taken as one
+    /// millisecond: nothing is ever cached).
+    #[must_use]
+    pub const fn with_max_ttl(mut self, max_ttl: Duration) -> Self {
+        self.max_ttl = max_ttl;
+        self
+    }
+
+    /// The longest a token is kept, whatever its `expires_in` says.
+    #[must_use]
+    pub const fn max_ttl(&self) -> Duration {
+        self.max_ttl
+    }
+
+    /// `expires_at`, brought forward to at most [`max_ttl`](Self::max_ttl)
+    /// after `fetched_at`: the end of life the cache keeps and answers with.
+    #[must_use]
+    pub fn capped_expiry(&self, fetched_at: UnixMillis, expires_at: UnixMillis) -> UnixMillis {
+        let max_millis = u64::try_from(self.max_ttl.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        expires_at.min(fetched_at.plus_millis(max_millis))
     }
 
     /// The share of the lifetime after which a refresh starts.
@@ -198,6 +232,18 @@ mod tests {
             .schedule(T0, T0.plus_millis(600_000))
             .unwrap();
         assert_eq!(late.refresh_at, late.serve_until);
+    }
+
+    #[test]
+    fn lifetimes_are_capped_at_max_ttl() {
+        let policy = FreshnessPolicy::default();
+        assert_eq!(policy.max_ttl(), DEFAULT_MAX_TTL);
+        let far = T0.plus_millis(1_000_000_000_000_000);
+        assert_eq!(policy.capped_expiry(T0, far), T0.plus_millis(86_400_000));
+        let near = T0.plus_millis(3_600_000);
+        assert_eq!(policy.capped_expiry(T0, near), near);
+        let short = policy.with_max_ttl(Duration::from_secs(60));
+        assert_eq!(short.capped_expiry(T0, near), T0.plus_millis(60_000));
     }
 
     #[test]

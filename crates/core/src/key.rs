@@ -7,7 +7,6 @@ use sha2::Sha256;
 
 use crate::request::TokenRequest;
 use crate::secret::HmacKey;
-use crate::store::ClientTag;
 
 /// Names the canonical-form version, so a change of layout can never make
 /// an old key collide with a new one.
@@ -169,6 +168,37 @@ fn optional_field(mac: &mut Hmac<Sha256>, bytes: Option<&[u8]>) {
             field(mac, bytes);
         }
         None => mac.update(&[0]),
+    }
+}
+
+/// An opaque tag of a client id (an HMAC, like the cache key), prefixed to
+/// its entries' store keys so one client's entries can be purged across a
+/// fleet without the store ever seeing the client id.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ClientTag(pub(crate) [u8; 8]);
+
+impl ClientTag {
+    /// The tag as 16 lowercase hex digits.
+    #[must_use]
+    pub fn as_hex(&self) -> String {
+        let mut hex = String::with_capacity(16);
+        push_hex(&mut hex, &self.0);
+        hex
+    }
+}
+
+impl fmt::Debug for ClientTag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ClientTag({})", self.as_hex())
+    }
+}
+
+/// Appends `bytes` as lowercase hex digits.
+pub(crate) fn push_hex(out: &mut String, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for byte in bytes {
+        out.push(char::from(HEX[usize::from(byte >> 4)]));
+        out.push(char::from(HEX[usize::from(byte & 0xf)]));
     }
 }
 

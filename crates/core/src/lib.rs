@@ -68,10 +68,12 @@ mod token;
 pub use backoff::{Backoff, http_date, parse_retry_after};
 pub use classify::AnswerClass;
 pub use clock::{Clock, SystemClock, UnixMillis};
-pub use freshness::{Freshness, FreshnessPolicy, MinRemaining, PolicyError, Schedule};
-pub use key::{CacheKey, Fingerprint, KeyDeriver};
-pub use request::{CredentialSource, RequestError, TokenRequest};
+pub use freshness::{
+    DEFAULT_MAX_TTL, Freshness, FreshnessPolicy, MinRemaining, PolicyError, Schedule,
+};
+pub use key::{CacheKey, ClientTag, Fingerprint, KeyDeriver};
+pub use request::{CanonicalRequest, CredentialSource, RequestError, TokenRequest};
 pub use seal::{EncryptionKey, KeyRing, SealError};
 pub use secret::{ClientSecret, HmacKey};
-pub use store::{ClientTag, LeaseOwner, SharedStore, StoreError, StoreFuture, StoreKey};
+pub use store::{LeaseOwner, SharedStore, StoreError, StoreFuture, StoreKey};
 pub use token::{CachedToken, DecodeError, Uncacheable};

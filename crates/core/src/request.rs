@@ -45,9 +45,15 @@ pub enum RequestError {
     /// The form (body or query string) could not be decoded.
     #[error("{0}")]
     MalformedForm(&'static str),
-    /// A parameter appeared more than once (RFC 6749 §3.2).
+    /// A parameter appeared more than once (RFC 6749 §3.2), empty copies
+    /// and copies split between the query string and the body included.
     #[error("parameter `{0}` is given more than once")]
     DuplicateParameter(String),
+    /// A header that must appear at most once (`Authorization`,
+    /// `Content-Type`) appeared more than once: a proxy and an upstream could
+    /// each read a different one.
+    #[error("header `{0}` is given more than once")]
+    RepeatedHeader(&'static str),
     /// The `Authorization: Basic` header could not be decoded.
     #[error("malformed Basic authorization header: {0}")]
     MalformedBasicAuth(&'static str),
@@ -86,8 +92,10 @@ impl<'a> TokenRequest<'a> {
     ///
     /// Parameters may come in the body or the query string (some API-Gateway
     /// style clients put `scope` there); a name given twice, in either or
-    /// across both, is an error. Parameters with an empty value are treated
-    /// as omitted (RFC 6749 §3.1).
+    /// across both, is an error, even when a copy is empty (`scope=a&scope=`
+    /// is ambiguous: an upstream that takes the last value reads no scope).
+    /// A parameter given once with an empty value is treated as omitted
+    /// (RFC 6749 §3.1).
     ///
     /// # Errors
     /// A [`RequestError`] naming what is wrong, for an `invalid_request`.
@@ -102,9 +110,7 @@ impl<'a> TokenRequest<'a> {
         }
         let mut params: Vec<(Cow<'a, str>, Cow<'a, str>)> = Vec::with_capacity(8);
         let mut collect = |name: Cow<'a, str>, value: Cow<'a, str>| {
-            if !value.is_empty() {
-                params.push((name, value));
-            }
+            params.push((name, value));
             Ok(())
         };
         form::for_each_pair(body, &mut collect)?;
@@ -112,9 +118,12 @@ impl<'a> TokenRequest<'a> {
             form::for_each_pair(query.as_bytes(), &mut collect)?;
         }
         params.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        // Duplicates are found before empty values are dropped: an empty
+        // copy is still a second copy.
         if let Some(pair) = params.windows(2).find(|pair| pair[0].0 == pair[1].0) {
             return Err(RequestError::DuplicateParameter(printable_name(&pair[0].0)));
         }
+        params.retain(|(_, value)| !value.is_empty());
 
         // Take the four known parameters out, keep the rest (already sorted)
         // in the same allocation.
@@ -247,6 +256,100 @@ impl<'a> TokenRequest<'a> {
     pub fn extra_params(&self) -> impl ExactSizeIterator<Item = (&str, &str)> {
         self.extra.iter().map(|(name, value)| (&**name, &**value))
     }
+
+    /// The request to send upstream, built from exactly the values the cache
+    /// key is derived from: the form body from the parsed parameters (empty
+    /// ones omitted, the scope set normalised, nothing in the query string)
+    /// and the credentials where the client put them. `None` for a foreign
+    /// `Authorization` scheme, which the proxy does not read and so cannot
+    /// rebuild (such a request is never cached).
+    #[must_use]
+    pub fn canonical(&self) -> Option<CanonicalRequest> {
+        let mut body = form::Encoder::with_capacity(256);
+        body.pair("grant_type", &self.grant_type);
+        let mut authorization = None;
+        match self.credential_source {
+            CredentialSource::ForeignHeader => return None,
+            CredentialSource::BasicHeader => {
+                let id = self.client_id.as_deref().unwrap_or_default();
+                let secret = self.client_secret.as_ref().map_or("", ClientSecret::secret);
+                authorization = Some(basic_authorization(id, secret));
+            }
+            CredentialSource::Body | CredentialSource::None => {
+                if let Some(id) = &self.client_id {
+                    body.pair("client_id", id);
+                }
+                if let Some(secret) = &self.client_secret {
+                    body.pair("client_secret", secret.secret());
+                }
+            }
+        }
+        self.with_scopes(|scopes| {
+            if !scopes.is_empty() {
+                body.pair_joined("scope", scopes, ' ');
+            }
+        });
+        for (name, value) in self.extra_params() {
+            body.pair(name, value);
+        }
+        Some(CanonicalRequest {
+            body: body.finish(),
+            authorization,
+        })
+    }
+}
+
+/// A token request rebuilt from its parsed form ([`TokenRequest::canonical`]):
+/// what goes upstream for a cacheable load. Both parts can hold the client
+/// secret, so `Debug` shows neither and both are wiped on drop.
+pub struct CanonicalRequest {
+    body: zeroize::Zeroizing<String>,
+    authorization: Option<zeroize::Zeroizing<String>>,
+}
+
+impl CanonicalRequest {
+    /// The `application/x-www-form-urlencoded` body.
+    #[must_use]
+    pub fn body(&self) -> &str {
+        &self.body
+    }
+
+    /// The `Authorization: Basic` value, when the client authenticated with
+    /// it (`client_secret_basic`).
+    #[must_use]
+    pub fn authorization(&self) -> Option<&str> {
+        self.authorization.as_deref().map(String::as_str)
+    }
+}
+
+impl std::fmt::Debug for CanonicalRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CanonicalRequest")
+            .field("body", &"[redacted]")
+            .field(
+                "authorization",
+                &self.authorization.as_ref().map(|_| "[redacted]"),
+            )
+            .finish()
+    }
+}
+
+/// `Basic base64(id ":" secret)`, escaping only what a reader following
+/// RFC 6749 §2.3.1 would otherwise decode differently (`%`, `+`, space, and
+/// `:` in the id). Everything else goes as the client sent it, so an
+/// identity provider that does not form-decode Basic credentials (many do
+/// not) still sees the bytes it issued.
+fn basic_authorization(id: &str, secret: &str) -> zeroize::Zeroizing<String> {
+    // Room for every byte escaped, so the buffer never reallocates and
+    // leaves an unwiped copy of the secret behind.
+    let mut raw = zeroize::Zeroizing::new(String::with_capacity(3 * (id.len() + secret.len()) + 1));
+    form::escape_basic_component(&mut raw, id, true);
+    raw.push(':');
+    form::escape_basic_component(&mut raw, secret, false);
+    let mut header = zeroize::Zeroizing::new(String::with_capacity(8 + raw.len() * 4 / 3 + 4));
+    header.push_str("Basic ");
+    base64::engine::general_purpose::STANDARD.encode_string(raw.as_bytes(), &mut header);
+    header
 }
 
 /// Whether a `Content-Type` value is `application/x-www-form-urlencoded`,
@@ -438,6 +541,34 @@ mod tests {
             ),
             (
                 FORM,
+                None,
+                None,
+                b"grant_type=client_credentials&scope=api/read&scope=",
+                RequestError::DuplicateParameter("scope".into()),
+            ),
+            (
+                FORM,
+                None,
+                Some("scope=api/write"),
+                b"grant_type=client_credentials&scope=",
+                RequestError::DuplicateParameter("scope".into()),
+            ),
+            (
+                FORM,
+                None,
+                None,
+                b"grant_type=client_credentials&resource=r9&resource",
+                RequestError::DuplicateParameter("resource".into()),
+            ),
+            (
+                FORM,
+                None,
+                None,
+                b"grant_type=client_credentials&client_id=c&client_secret=s&client_id=",
+                RequestError::DuplicateParameter("client_id".into()),
+            ),
+            (
+                FORM,
                 Some(&header),
                 None,
                 b"grant_type=client_credentials&client_id=c",
@@ -526,6 +657,138 @@ mod tests {
             let request = TokenRequest::parse(FORM, None, None, body.as_bytes()).unwrap();
             let expected = request.scopes();
             request.with_scopes(|set| assert_eq!(set, expected.as_slice(), "{scope}"));
+        }
+    }
+
+    /// Parses `(authorization, query, body)` and rebuilds it.
+    fn reparse_canonical(request: &TokenRequest<'_>) -> (Vec<u8>, Option<String>) {
+        let canonical = request.canonical().unwrap();
+        (
+            canonical.body().as_bytes().to_vec(),
+            canonical.authorization().map(str::to_owned),
+        )
+    }
+
+    fn same_request(a: &TokenRequest<'_>, b: &TokenRequest<'_>) {
+        assert_eq!(a.grant_type(), b.grant_type());
+        assert_eq!(a.client_id(), b.client_id());
+        assert_eq!(
+            a.client_secret().map(ClientSecret::secret),
+            b.client_secret().map(ClientSecret::secret)
+        );
+        assert_eq!(a.credential_source(), b.credential_source());
+        assert_eq!(a.scopes(), b.scopes());
+        assert_eq!(
+            a.extra_params().collect::<Vec<_>>(),
+            b.extra_params().collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn canonical_form_is_built_from_the_parsed_values() {
+        let header = basic("my%20client", "s%3Acret+x/=");
+        let request = TokenRequest::parse(
+            FORM,
+            Some(&header),
+            Some("scope=b+a"),
+            b"grant_type=client_credentials&resource=r&aws_client_metadata=&x=%26",
+        )
+        .unwrap();
+        let canonical = request.canonical().unwrap();
+        assert_eq!(
+            canonical.body(),
+            "grant_type=client_credentials&scope=a+b&resource=r&x=%26"
+        );
+        // "my%20client:s:cret%20x/=" (the secret's `+` was a space).
+        assert_eq!(
+            canonical.authorization(),
+            Some("Basic bXklMjBjbGllbnQ6czpjcmV0JTIweC89")
+        );
+        assert!(!format!("{canonical:?}").contains("cret"));
+        let (body, authorization) = reparse_canonical(&request);
+        let again = TokenRequest::parse(
+            FORM,
+            authorization.as_deref().map(str::as_bytes),
+            None,
+            &body,
+        )
+        .unwrap();
+        same_request(&request, &again);
+
+        let body_credentials = TokenRequest::parse(
+            FORM,
+            None,
+            None,
+            b"client_secret=s+1&grant_type=client_credentials&client_id=c",
+        )
+        .unwrap();
+        let canonical = body_credentials.canonical().unwrap();
+        assert_eq!(
+            canonical.body(),
+            "grant_type=client_credentials&client_id=c&client_secret=s+1"
+        );
+        assert_eq!(canonical.authorization(), None);
+
+        let foreign = TokenRequest::parse(
+            FORM,
+            Some(b"Bearer x"),
+            None,
+            b"grant_type=client_credentials",
+        )
+        .unwrap();
+        assert!(foreign.canonical().is_none());
+    }
+
+    proptest::proptest! {
+        /// Whatever parses, rebuilt and parsed again, is the same request.
+        #[test]
+        fn canonical_form_round_trips(
+            id in "[ -~é]{1,12}",
+            secret in "[ -~é]{0,12}",
+            scopes in proptest::collection::vec("[!-~]{1,6}", 0..4),
+            extra in proptest::collection::btree_map("[a-z_]{1,8}", "[ -~]{0,8}", 0..3),
+            in_header: bool,
+        ) {
+            let encode = |value: &str| {
+                let mut encoder = form::Encoder::with_capacity(16);
+                encoder.pair("v", value);
+                encoder.finish()[2..].to_owned()
+            };
+            let mut body = String::from("grant_type=client_credentials");
+            let header = if in_header {
+                let mut raw = String::new();
+                form::escape_basic_component(&mut raw, &id, true);
+                raw.push(':');
+                form::escape_basic_component(&mut raw, &secret, false);
+                Some(format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(raw)
+                ))
+            } else {
+                body.push_str(&format!("&client_id={}&client_secret={}", encode(&id), encode(&secret)));
+                None
+            };
+            body.push_str(&format!("&scope={}", encode(&scopes.join(" "))));
+            for (name, value) in &extra {
+                if !["grant_type", "client_id", "client_secret", "scope"].contains(&name.as_str()) {
+                    body.push_str(&format!("&{name}={}", encode(value)));
+                }
+            }
+            let Ok(request) = TokenRequest::parse(
+                FORM,
+                header.as_deref().map(str::as_bytes),
+                None,
+                body.as_bytes(),
+            ) else {
+                // Only an id that decodes to nothing is refused here.
+                proptest::prop_assert!(id.trim().is_empty() || in_header);
+                return Ok(());
+            };
+            let (body, authorization) = reparse_canonical(&request);
+            let again =
+                TokenRequest::parse(FORM, authorization.as_deref().map(str::as_bytes), None, &body)
+                    .unwrap();
+            same_request(&request, &again);
         }
     }
 

@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use crate::clock::UnixMillis;
-use crate::key::CacheKey;
+use crate::key::{CacheKey, ClientTag, push_hex};
 
 /// A boxed future, as the object-safe store methods return.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
@@ -26,10 +26,7 @@ impl StoreKey {
     #[must_use]
     pub fn of(key: &CacheKey) -> Self {
         let mut hex = String::with_capacity(64);
-        for byte in key.as_bytes() {
-            hex.push(char::from(HEX[usize::from(byte >> 4)]));
-            hex.push(char::from(HEX[usize::from(byte & 0xf)]));
-        }
+        push_hex(&mut hex, key.as_bytes());
         Self(hex)
     }
 
@@ -64,33 +61,6 @@ impl StoreKey {
         }
     }
 }
-
-/// An opaque tag of a client id (an HMAC, like the cache key), prefixed to
-/// its entries' store keys so one client's entries can be purged across a
-/// fleet without the store ever seeing the client id.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ClientTag(pub(crate) [u8; 8]);
-
-impl ClientTag {
-    /// The tag as 16 lowercase hex digits.
-    #[must_use]
-    pub fn as_hex(&self) -> String {
-        let mut hex = String::with_capacity(16);
-        for byte in self.0 {
-            hex.push(char::from(HEX[usize::from(byte >> 4)]));
-            hex.push(char::from(HEX[usize::from(byte & 0xf)]));
-        }
-        hex
-    }
-}
-
-impl fmt::Debug for ClientTag {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ClientTag({})", self.as_hex())
-    }
-}
-
-const HEX: &[u8; 16] = b"0123456789abcdef";
 
 impl fmt::Debug for StoreKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

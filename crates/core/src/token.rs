@@ -61,7 +61,8 @@ impl CachedToken {
     ///
     /// The token ends at `now + expires_in`, or at the JWT `exp` of the
     /// access token if that is earlier (reading a lifetime hint needs no
-    /// signature check).
+    /// signature check), and never later than the policy's
+    /// [`max_ttl`](FreshnessPolicy::max_ttl) after `now`.
     ///
     /// # Errors
     /// [`Uncacheable`] when the body is not a usable token response.
@@ -87,6 +88,7 @@ impl CachedToken {
         if let Some(exp) = jwt_exp {
             expires_at = expires_at.min(exp);
         }
+        let expires_at = policy.capped_expiry(now, expires_at);
         let schedule = policy
             .schedule(now, expires_at)
             .ok_or(Uncacheable::LifetimeTooShort)?;
@@ -178,7 +180,8 @@ impl CachedToken {
         word.copy_from_slice(&bytes[1..9]);
         let fetched_at = UnixMillis(u64::from_be_bytes(word));
         word.copy_from_slice(&bytes[9..17]);
-        let expires_at = UnixMillis(u64::from_be_bytes(word));
+        // Another replica may run with a longer max-ttl: this one's cap holds.
+        let expires_at = policy.capped_expiry(fetched_at, UnixMillis(u64::from_be_bytes(word)));
         let body_prefix: Box<[u8]> = bytes[17..].into();
         if body_prefix.first() != Some(&b'{') {
             return Err(DecodeError::Malformed);
@@ -354,6 +357,25 @@ mod tests {
     }
 
     #[test]
+    fn absurd_lifetimes_are_capped_at_max_ttl() {
+        let token = parse(r#"{"access_token":"opaque","expires_in":1000000000000}"#).unwrap();
+        assert_eq!(token.expires_in(T0), 86_400);
+        assert_eq!(token.expires_at(), T0.plus_millis(86_400_000));
+        let body = String::from_utf8(token.render_body(T0)).unwrap();
+        assert!(body.ends_with(r#""expires_in":86400}"#), "{body}");
+        // An entry written by a replica without the cap is capped on read.
+        let lax = FreshnessPolicy::default().with_max_ttl(std::time::Duration::from_secs(1 << 40));
+        let long = CachedToken::from_response(
+            br#"{"access_token":"opaque","expires_in":1000000000000}"#,
+            T0,
+            &lax,
+        )
+        .unwrap();
+        let read = CachedToken::decode(&long.encode(), &FreshnessPolicy::default()).unwrap();
+        assert_eq!(read.expires_in(T0), 86_400);
+    }
+
+    #[test]
     fn unusable_bodies() {
         assert_eq!(parse("not json"), Err(Uncacheable::NotJsonObject));
         assert_eq!(parse("[1]"), Err(Uncacheable::NotJsonObject));
@@ -405,7 +427,7 @@ mod tests {
         fn rendered_body_round_trips(
             token in "[ -~]{1,40}",
             extra in proptest::collection::btree_map("[a-z_]{1,8}", "[ -~]{0,12}", 0..4),
-            lifetime in 1u64..1_000_000,
+            lifetime in 1u64..86_400,
             elapsed in 0u64..2_000_000_000,
         ) {
             let mut object = Map::new();

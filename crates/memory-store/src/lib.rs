@@ -61,11 +61,16 @@ struct Held {
 
 type Shard = RwLock<HashMap<CacheKey, Held, BuildHasherDefault<KeyHasher>>>;
 
+/// The default [`MemoryStore::max_entry_bytes`]: 64 KiB, some twenty times
+/// a Cognito token answer.
+pub const DEFAULT_MAX_ENTRY_BYTES: usize = 64 << 10;
+
 /// The in-process token store.
 #[derive(Debug)]
 pub struct MemoryStore {
     shards: Box<[Shard]>,
     max_bytes: usize,
+    max_entry_bytes: usize,
     bytes: AtomicUsize,
     entries: AtomicUsize,
     /// Only one thread evicts at a time; the others carry on inserting.
@@ -73,16 +78,40 @@ pub struct MemoryStore {
 }
 
 impl MemoryStore {
-    /// A store holding at most about `max_bytes` of entries.
+    /// A store holding at most about `max_bytes` of entries, each at most
+    /// [`DEFAULT_MAX_ENTRY_BYTES`].
     #[must_use]
     pub fn new(max_bytes: usize) -> Self {
         Self {
             shards: (0..SHARDS).map(|_| Shard::default()).collect(),
             max_bytes,
+            max_entry_bytes: DEFAULT_MAX_ENTRY_BYTES,
             bytes: AtomicUsize::new(0),
             entries: AtomicUsize::new(0),
             evicting: Mutex::new(()),
         }
+    }
+
+    /// This store with another per-entry limit.
+    #[must_use]
+    pub const fn with_max_entry_bytes(mut self, max_entry_bytes: usize) -> Self {
+        self.max_entry_bytes = max_entry_bytes;
+        self
+    }
+
+    /// The largest entry stored, in bytes as the budget counts them.
+    #[must_use]
+    pub const fn max_entry_bytes(&self) -> usize {
+        self.max_entry_bytes
+    }
+
+    /// Whether `token` may be stored: no larger than the per-entry limit,
+    /// nor than the whole budget. A larger one is refused rather than
+    /// evicting every other entry to make room for it.
+    #[must_use]
+    pub fn fits(&self, token: &CachedToken) -> bool {
+        let size = entry_size(token);
+        size <= self.max_entry_bytes && size <= self.max_bytes
     }
 
     /// The entry under `key` if this tier still hands it out at `now`
@@ -117,21 +146,27 @@ impl MemoryStore {
     }
 
     /// Stores `token` under `key` until it stops being served, replacing
-    /// any entry there, and evicts if the store is over its budget.
-    pub fn insert(&self, key: CacheKey, token: Arc<CachedToken>, now: UnixMillis) {
+    /// any entry there, and evicts if the store is over its budget; whether
+    /// it was stored (see [`fits`](Self::fits)).
+    pub fn insert(&self, key: CacheKey, token: Arc<CachedToken>, now: UnixMillis) -> bool {
         let until = token.serve_until();
-        self.insert_until(key, token, until, now);
+        self.insert_until(key, token, until, now)
     }
 
     /// Stores `token` under `key`, handed out until `until` at the latest
-    /// (never past the token's end of service).
+    /// (never past the token's end of service); whether it was stored (see
+    /// [`fits`](Self::fits)). A token that does not fit leaves the entry
+    /// under `key`, and every other, as it was.
     pub fn insert_until(
         &self,
         key: CacheKey,
         token: Arc<CachedToken>,
         until: UnixMillis,
         now: UnixMillis,
-    ) {
+    ) -> bool {
+        if !self.fits(&token) {
+            return false;
+        }
         let size = entry_size(&token);
         let until = until.min(token.serve_until());
         let replaced = self
@@ -149,6 +184,7 @@ impl MemoryStore {
         if self.bytes() > self.max_bytes {
             self.evict(now);
         }
+        true
     }
 
     /// Removes the entry under `key`; whether there was one.
@@ -314,6 +350,40 @@ mod tests {
         assert!(store.remove(&key(1)));
         assert!(!store.remove(&key(1)));
         assert_eq!((store.len(), store.bytes()), (0, 0));
+    }
+
+    #[test]
+    fn entries_too_large_are_refused_and_evict_nothing() {
+        let big = |bytes: usize| {
+            let body = format!(
+                r#"{{"access_token":"{}","expires_in":60}}"#,
+                "t".repeat(bytes)
+            );
+            Arc::new(
+                CachedToken::from_response(body.as_bytes(), T0, &FreshnessPolicy::default())
+                    .unwrap(),
+            )
+        };
+        // Over the per-entry limit, in a roomy store.
+        let store = MemoryStore::new(1 << 20).with_max_entry_bytes(4 << 10);
+        assert_eq!(store.max_entry_bytes(), 4 << 10);
+        assert!(store.insert(key(1), token(60), T0));
+        assert!(!store.fits(&big(8 << 10)));
+        assert!(!store.insert(key(2), big(8 << 10), T0));
+        assert!(
+            !store.insert(key(1), big(8 << 10), T0),
+            "no replacement either"
+        );
+        assert_eq!(store.len(), 1);
+        assert_eq!(store.get(&key(1), T0).unwrap().expires_in(T0), 60);
+        // Over the whole budget, under the per-entry limit.
+        let small = MemoryStore::new(2 << 10);
+        for n in 0..5 {
+            assert!(small.insert(key(n), token(60), T0));
+        }
+        let before = (small.len(), small.bytes());
+        assert!(!small.insert(key(9), big(4 << 10), T0));
+        assert_eq!((small.len(), small.bytes()), before, "nothing evicted");
     }
 
     #[test]

@@ -123,9 +123,20 @@ impl TokenRequest {
                 Err(OAuthError::invalid_request("malformed form parameters")),
             );
         }
-        let mut params = BTreeMap::new();
-        for (name, value) in all_pairs() {
-            if params.insert(name.clone(), value.clone()).is_some() {
+        // RFC 6749 §3.2 and §2.3: a parameter, or the Authorization header,
+        // may be given once. An empty copy still counts: two readers could
+        // take different copies, so it is refused, not resolved.
+        if headers.get_all(AUTHORIZATION).iter().count() > 1 {
+            return (
+                claimed,
+                Err(OAuthError::invalid_request(
+                    "the Authorization header is given more than once",
+                )),
+            );
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (name, _) in query_pairs.iter().chain(&body_pairs).flatten() {
+            if !seen.insert(name.as_str()) {
                 return (
                     claimed,
                     Err(OAuthError::invalid_request(format!(
@@ -134,6 +145,7 @@ impl TokenRequest {
                 );
             }
         }
+        let params: BTreeMap<String, String> = all_pairs().cloned().collect();
         (
             claimed,
             Ok(Self {
@@ -313,9 +325,33 @@ mod tests {
             let err = result.unwrap_err();
             assert_eq!(err.error, "invalid_request", "{query:?} {body:?}");
         }
-        // An empty value counts as omitted (RFC 6749 §3.2).
-        let (_, result) = TokenRequest::parse(&headers(&[FORM]), Some("scope="), b"scope=a");
-        assert_eq!(result.unwrap().get("scope"), Some("a"));
+        // An empty copy is still a copy: `scope=a&scope=` is refused, not
+        // read as `scope=a` (another reader would take the last, empty one).
+        for (query, body) in [
+            (Some("scope="), &b"scope=a"[..]),
+            (None, &b"grant_type=client_credentials&scope=a&scope="[..]),
+            (
+                None,
+                &b"grant_type=client_credentials&resource=r9&resource="[..],
+            ),
+        ] {
+            let (_, result) = TokenRequest::parse(&headers(&[FORM]), query, body);
+            assert_eq!(result.unwrap_err().error, "invalid_request", "{body:?}");
+        }
+        // A parameter given once with an empty value counts as omitted.
+        let (_, result) = TokenRequest::parse(&headers(&[FORM]), None, b"scope=&x=1");
+        assert_eq!(result.unwrap().get("scope"), None);
+    }
+
+    #[test]
+    fn two_authorization_headers_are_an_invalid_request() {
+        let two = headers(&[
+            FORM,
+            ("authorization", &basic("a:b")),
+            ("authorization", &basic("c:d")),
+        ]);
+        let (_, result) = TokenRequest::parse(&two, None, b"grant_type=client_credentials");
+        assert_eq!(result.unwrap_err().error, "invalid_request");
     }
 
     #[test]

@@ -2,18 +2,31 @@
 //! and probes), and purges (behind the admin bearer token).
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use axum::Router;
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
+use axum::{Extension, Router};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 
 use crate::answer::text;
-use crate::proxy::Shared;
+use crate::cache::TokenCache;
+use crate::config::AdminToken;
+use crate::connections::Connections;
+use crate::metrics::ProxyMetrics;
 
-pub(crate) fn router(shared: Arc<Shared>) -> Router {
+/// What the admin endpoints read and act on.
+pub(crate) struct AdminState {
+    pub(crate) cache: Arc<TokenCache>,
+    pub(crate) metrics: ProxyMetrics,
+    /// Cleared when the proxy starts draining.
+    pub(crate) ready: Arc<AtomicBool>,
+    /// The bearer token the purges require.
+    pub(crate) admin_token: Option<AdminToken>,
+}
+
+pub(crate) fn router(shared: Arc<AdminState>) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
@@ -25,7 +38,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
 
 /// The purges change what every client gets: they need the admin token.
 /// The 401 to answer when the request does not carry it.
-fn refusal(shared: &Shared, headers: &HeaderMap) -> Option<Response> {
+fn refusal(shared: &AdminState, headers: &HeaderMap) -> Option<Response> {
     let presented = headers
         .get(header::AUTHORIZATION)
         .map(HeaderValue::as_bytes);
@@ -62,7 +75,7 @@ struct CacheQuery {
 /// `DELETE /cache` drops every token; `DELETE /cache?client_id=ID` drops
 /// one client's (after a secret rotation or a revocation).
 async fn delete_cache(
-    State(shared): State<Arc<Shared>>,
+    State(shared): State<Arc<AdminState>>,
     headers: HeaderMap,
     Query(query): Query<CacheQuery>,
 ) -> Response {
@@ -70,18 +83,15 @@ async fn delete_cache(
         return refused;
     }
     let purged = match query.client_id.as_deref() {
-        Some(client_id) if !client_id.is_empty() => {
-            crate::proxy::purge_client(&shared, client_id).await
-        }
-        _ => crate::proxy::purge(&shared).await,
+        Some(client_id) if !client_id.is_empty() => shared.cache.purge_client(client_id).await,
+        _ => shared.cache.purge().await,
     };
     axum::Json(serde_json::json!({ "purged": purged })).into_response()
 }
 
-async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
-    let body = shared
-        .metrics
-        .render(shared.store.len(), shared.store.bytes());
+async fn metrics(State(shared): State<Arc<AdminState>>) -> Response {
+    let memory = shared.cache.memory();
+    let body = shared.metrics.render(memory.len(), memory.bytes());
     let mut response = body.into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -95,24 +105,31 @@ async fn healthz() -> Response {
     text(StatusCode::OK, "ok\n".into())
 }
 
-/// Ready: serving, not draining for shutdown. A degraded shared store does
-/// not make the proxy unready (it still answers, from memory and upstream);
-/// the body says so for operators.
-async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
+/// Ready: serving, not draining for shutdown, and room on the token
+/// listener (when served: its connection registry is an extension). A
+/// degraded shared store does not make the proxy unready (it still
+/// answers, from memory and upstream); the body says so for operators.
+async fn readyz(
+    State(shared): State<Arc<AdminState>>,
+    connections: Option<Extension<Arc<Connections>>>,
+) -> Response {
     if !shared.ready.load(Ordering::Relaxed) {
         return text(StatusCode::SERVICE_UNAVAILABLE, "draining\n".into());
     }
-    match shared.tier.as_ref().and_then(|tier| tier.trouble()) {
+    if let Some(saturation) = connections.and_then(|Extension(c)| c.saturation()) {
+        return text(StatusCode::SERVICE_UNAVAILABLE, format!("{saturation}\n"));
+    }
+    match shared.cache.tier().and_then(|tier| tier.trouble()) {
         Some(trouble) => text(StatusCode::OK, format!("ready (degraded)\n{trouble}\n")),
         None => text(StatusCode::OK, "ready\n".into()),
     }
 }
 
 /// Drops every cached token (after a credential leak, say).
-async fn purge(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+async fn purge(State(shared): State<Arc<AdminState>>, headers: HeaderMap) -> Response {
     if let Some(refused) = refusal(&shared, &headers) {
         return refused;
     }
-    let purged = crate::proxy::purge(&shared).await;
+    let purged = shared.cache.purge().await;
     axum::Json(serde_json::json!({ "purged": purged })).into_response()
 }

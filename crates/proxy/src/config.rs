@@ -27,6 +27,10 @@ pub struct ProxyConfig {
     /// The memory store's budget in bytes. Default 64 MiB (about 60,000
     /// Cognito tokens).
     pub cache_max_bytes: usize,
+    /// The largest entry the memory store keeps; a larger token answer is
+    /// passed through uncached (`Cache-Status: …; detail=too-large`) rather
+    /// than evicting others. Default 64 KiB.
+    pub max_entry_bytes: usize,
     /// The cache-key HMAC key; random per process when `None`, which is
     /// right for a memory store (its keys never leave the process).
     pub hmac_key: Option<HmacKey>,
@@ -68,6 +72,7 @@ impl ProxyConfig {
             routes,
             freshness: FreshnessPolicy::default(),
             cache_max_bytes: 64 << 20,
+            max_entry_bytes: tokencache_memory_store::DEFAULT_MAX_ENTRY_BYTES,
             hmac_key: None,
             upstream: UpstreamConfig::default(),
             resilience: ResilienceConfig::default(),
@@ -78,6 +83,61 @@ impl ProxyConfig {
             max_body_bytes: 16 << 10,
             refresh_retry_base: Duration::from_secs(1),
             refresh_retry_cap: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Protection against clients that hold resources.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections served at once. The listener keeps accepting beyond it:
+    /// a new connection takes the place of the one idle longest (one that
+    /// never sent a request first), which is closed; when every connection
+    /// has a request in flight, the new one is closed at once and
+    /// `/readyz` reports the listener saturated. Default 4096.
+    pub max_connections: usize,
+    /// Connections from one IP address; more are closed at once, so one
+    /// host cannot take every slot. 0 for no limit. Default 256. Behind a
+    /// load balancer or NAT that hides callers' addresses, every connection
+    /// comes from a few addresses: raise it, or turn it off.
+    pub max_connections_per_ip: usize,
+    /// Time a connection has to send a complete request head: its first
+    /// from being accepted (from its TLS handshake, over HTTPS), and over
+    /// HTTP/1.1 each later one from the previous answer (hyper's timer), so
+    /// that it also bounds HTTP/1.1 keep-alive. A silent socket or a
+    /// slowloris client is cut off after it. Default 5 s.
+    pub header_read_timeout: Duration,
+    /// Time a connection may idle between requests before it is closed:
+    /// HTTP/2 with no stream open (which has no header timer), or HTTP/1.1
+    /// keep-alive when the header read timeout is longer. Default 60 s.
+    pub idle_timeout: Duration,
+    /// Time a client has to send its whole request body; past it, 408.
+    /// Default 30 s.
+    pub request_timeout: Duration,
+    /// Bytes of request headers accepted (HTTP/1.1 read buffer, HTTP/2
+    /// header list); larger headers get 431. Default 16 KiB.
+    pub max_header_bytes: usize,
+    /// Request headers accepted (HTTP/1.1 and HTTP/2); more get 431.
+    /// Default 64.
+    pub max_headers: usize,
+    /// HTTP/2 streams one connection may have open at once. Default 100.
+    pub max_concurrent_streams: u32,
+    /// Time allowed for a TLS handshake. Default 10 s.
+    pub tls_handshake_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 4096,
+            max_connections_per_ip: 256,
+            header_read_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(30),
+            max_header_bytes: 16 << 10,
+            max_headers: 64,
+            max_concurrent_streams: 100,
+            tls_handshake_timeout: Duration::from_secs(10),
         }
     }
 }

@@ -7,7 +7,7 @@ use http::{HeaderValue, StatusCode, header};
 use tokencache_core::RequestError;
 use tokencache_upstream::{FetchError, UpstreamError};
 
-use crate::answer::{CacheStatus, NO_CACHE_HEADERS};
+use crate::cache_status::{CacheStatus, NO_CACHE_HEADERS};
 
 /// Why the proxy answered with an error of its own (an upstream's error
 /// answer is passed through instead, and is not a `ProxyError`).
@@ -20,6 +20,9 @@ pub enum ProxyError {
     /// The body is larger than the limit.
     #[error("request body is larger than {0} bytes")]
     BodyTooLarge(usize),
+    /// The request has more headers than the limit.
+    #[error("more than {0} request headers")]
+    TooManyHeaders(usize),
     /// The body could not be read (the client went away mid-body).
     #[error("request body could not be read")]
     BodyUnreadable,
@@ -75,6 +78,7 @@ impl ProxyError {
         match self {
             Self::InvalidRequest(_) | Self::BodyUnreadable => StatusCode::BAD_REQUEST,
             Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::TooManyHeaders(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,

@@ -40,28 +40,35 @@
 //!
 //! This crate has no feature flags.
 
+mod activity;
 mod admin;
 mod answer;
+mod cache;
+mod cache_status;
 mod client_index;
 mod config;
+mod connections;
+mod endpoint;
 mod error;
-mod flight;
-mod handler;
+mod in_flight;
+mod loader;
 mod metrics;
 mod negative;
 mod observe;
 mod proxy;
+mod route;
 mod seconds;
 mod server;
 mod service;
 mod shared_tier;
 mod striped;
 mod tls;
+mod watchdog;
 
-pub use config::{AdminToken, ConfigError, ProxyConfig, RouteConfig};
+pub use config::{AdminToken, ConfigError, Limits, ProxyConfig, RouteConfig};
 pub use error::ProxyError;
 pub use proxy::Proxy;
-pub use server::{Limits, ServeOptions, serve, serve_with};
+pub use server::{ServeOptions, serve, serve_with};
 pub use shared_tier::SharedStoreConfig;
 pub use tls::{ReloadableTls, TlsFiles};
 pub use tokencache_core::Backoff;

@@ -45,6 +45,19 @@ pub(crate) enum Outcome {
     Error,
 }
 
+/// What the token listener did with a new connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ConnectionEvent {
+    /// Served.
+    Accepted,
+    /// Served in the place of an idle connection, which was closed.
+    Reclaimed,
+    /// Closed at once: its address had too many connections open.
+    RefusedPerIp,
+    /// Closed at once: every connection had a request in flight.
+    RefusedSaturated,
+}
+
 /// The proxy's metrics, each registered once with its own recorder (not the
 /// process-global one, so several proxies in one test process stay apart).
 #[derive(Debug, Clone)]
@@ -71,6 +84,8 @@ pub(crate) struct ProxyMetrics {
     negative_hits: Counter,
     breaker_rejections: Counter,
     store_unreadable: Counter,
+    /// By [`ConnectionEvent`], in its order.
+    connections: [Counter; 4],
     entries: Gauge,
     bytes: Gauge,
     recorder: Arc<PrometheusRecorder>,
@@ -96,6 +111,9 @@ impl ProxyMetrics {
         };
         let refresh =
             |value: &'static str| counter(&recorder, "tokencache_refreshes_total", "result", value);
+        let connection = |value: &'static str| {
+            counter(&recorder, "tokencache_connections_total", "result", value)
+        };
         Self {
             handle: recorder.handle(),
             outcomes: Arc::default(),
@@ -140,6 +158,12 @@ impl ProxyMetrics {
             negative_hits: plain_counter(&recorder, "tokencache_negative_cache_hits_total"),
             breaker_rejections: plain_counter(&recorder, "tokencache_breaker_rejections_total"),
             store_unreadable: plain_counter(&recorder, "tokencache_store_unreadable_total"),
+            connections: [
+                connection("accepted"),
+                connection("reclaimed"),
+                connection("refused_per_ip"),
+                connection("refused_saturated"),
+            ],
             entries: recorder
                 .register_gauge(&Key::from_name("tokencache_cache_entries"), &METADATA),
             bytes: recorder.register_gauge(&Key::from_name("tokencache_cache_bytes"), &METADATA),
@@ -192,6 +216,11 @@ impl ProxyMetrics {
         // Registration is idempotent; failures are rare, so the lookup is
         // off the hit path.
         self.recorder.register_counter(&key, &METADATA).increment(1);
+    }
+
+    /// The token listener admitted or refused a connection.
+    pub(crate) fn connection(&self, event: ConnectionEvent) {
+        self.connections[event as usize].increment(1);
     }
 
     /// A shared entry could not be opened (tampered, unknown key).
@@ -286,6 +315,11 @@ fn describe(recorder: &PrometheusRecorder) {
         KeyName::from_const_str(UPSTREAM_LATENCY),
         Some(Unit::Seconds),
         help("Time for a token endpoint to answer."),
+    );
+    recorder.describe_counter(
+        KeyName::from_const_str("tokencache_connections_total"),
+        Some(Unit::Count),
+        help("Connections to the token listener by what became of them: accepted, reclaimed (accepted in the place of an idle connection, which was closed), refused_per_ip (too many from one address), refused_saturated (every connection busy)."),
     );
     recorder.describe_counter(
         KeyName::from_const_str("tokencache_refreshes_total"),

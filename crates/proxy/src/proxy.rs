@@ -1,86 +1,27 @@
-//! The proxy's shared state and its routers.
+//! The proxy as a value: built once from its configuration, then served
+//! (`serve`) or embedded (its routers).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
-use axum::routing::post;
-use tokencache_core::{
-    CacheKey, CachedToken, Clock, FreshnessPolicy, HmacKey, KeyDeriver, StoreKey, UnixMillis,
-};
+use http::header::RETRY_AFTER;
+use tokencache_core::{Backoff, Clock, HmacKey, KeyDeriver, parse_retry_after};
 use tokencache_memory_store::MemoryStore;
+use tokencache_single_flight::{Outcome as FlightOutcome, SingleFlight};
 use tokencache_upstream::{Upstream, UpstreamClient};
 
-use crate::client_index::ClientIndex;
-use crate::config::AdminToken;
-use crate::config::{ConfigError, ProxyConfig};
-use crate::error::ProxyError;
-use crate::flight::Flights;
-use crate::metrics::{Outcome, ProxyMetrics};
+use crate::admin::{self, AdminState};
+use crate::cache::TokenCache;
+use crate::config::{ConfigError, Limits, ProxyConfig};
+use crate::endpoint::UpstreamEndpoint;
+use crate::loader::{LoadOutcome, Loader};
+use crate::metrics::ProxyMetrics;
 use crate::negative::NegativeCache;
 use crate::observe::RouteObserver;
+use crate::route::{Flights, RequestLimits, Route};
+use crate::service::TokenService;
 use crate::shared_tier::SharedTier;
-use crate::{admin, handler};
-
-/// State every route shares.
-pub(crate) struct Shared {
-    pub(crate) store: MemoryStore,
-    pub(crate) deriver: KeyDeriver,
-    pub(crate) clock: Arc<dyn Clock>,
-    pub(crate) flights: Flights,
-    pub(crate) metrics: ProxyMetrics,
-    pub(crate) policy: FreshnessPolicy,
-    pub(crate) max_body_bytes: usize,
-    pub(crate) load_deadline: Duration,
-    pub(crate) negative: NegativeCache,
-    pub(crate) tier: Option<SharedTier>,
-    pub(crate) clients: ClientIndex,
-    pub(crate) admin_token: Option<AdminToken>,
-    pub(crate) request_timeout_ms: AtomicU64,
-    pub(crate) ready: AtomicBool,
-}
-
-impl Shared {
-    /// The shared-store key of `key`: tagged with its client, so one
-    /// client's entries can be purged across the fleet.
-    pub(crate) fn store_key(&self, key: &CacheKey, client_id: Option<&str>) -> StoreKey {
-        match client_id {
-            Some(client_id) => StoreKey::tagged(&self.deriver.client_tag(client_id), key),
-            None => StoreKey::of(key),
-        }
-    }
-
-    /// Puts a token in the memory tier: until its end of service, or for
-    /// the memory tier's time when a shared tier stands behind it.
-    pub(crate) fn remember(
-        &self,
-        key: CacheKey,
-        token: Arc<CachedToken>,
-        client_id: Option<&str>,
-        now: UnixMillis,
-    ) {
-        if let Some(client_id) = client_id {
-            self.clients.record(client_id, key);
-        }
-        match &self.tier {
-            Some(tier) => self
-                .store
-                .insert_until(key, token, now.plus(tier.l1_ttl), now),
-            None => self.store.insert(key, token, now),
-        }
-    }
-}
-
-/// One configured route.
-pub(crate) struct Route {
-    /// The proxy path, part of every cache key of this route.
-    pub(crate) path: Box<str>,
-    /// The token endpoint with its budget, breaker and retries.
-    pub(crate) upstream: Upstream,
-    pub(crate) observer: RouteObserver,
-    pub(crate) shared: Arc<Shared>,
-}
 
 /// A caching proxy for token endpoints: build it once, then serve its
 /// [`router`](Self::router) and [`admin_router`](Self::admin_router).
@@ -88,8 +29,12 @@ pub(crate) struct Route {
 /// Clones share everything (the cache included).
 #[derive(Clone)]
 pub struct Proxy {
-    shared: Arc<Shared>,
-    routes: Vec<Arc<Route>>,
+    cache: Arc<TokenCache>,
+    routes: Arc<[Arc<Route>]>,
+    flights: Flights,
+    metrics: ProxyMetrics,
+    admin: Arc<AdminState>,
+    max_body_bytes: usize,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -97,9 +42,9 @@ impl std::fmt::Debug for Proxy {
         f.debug_struct("Proxy")
             .field(
                 "routes",
-                &self.routes.iter().map(|r| &*r.path).collect::<Vec<_>>(),
+                &self.routes.iter().map(|r| r.path()).collect::<Vec<_>>(),
             )
-            .field("cached_entries", &self.shared.store.len())
+            .field("cached_entries", &self.cache.memory().len())
             .finish_non_exhaustive()
     }
 }
@@ -121,121 +66,131 @@ impl Proxy {
         };
         let client = UpstreamClient::new(&config.upstream)?;
         let metrics = ProxyMetrics::new();
-        let tier = config
-            .shared_store
-            .map(|shared| SharedTier::new(shared, metrics.clone()));
-        let shared = Arc::new(Shared {
-            store: MemoryStore::new(config.cache_max_bytes),
-            deriver: KeyDeriver::new(&hmac_key),
-            clock: Arc::clone(&clock),
-            flights: Flights::new(config.refresh_retry_base, config.refresh_retry_cap),
-            metrics,
-            policy: config.freshness,
-            max_body_bytes: config.max_body_bytes,
-            load_deadline: config.load_deadline,
-            negative: NegativeCache::new(config.negative_ttl),
-            tier,
-            clients: ClientIndex::default(),
-            admin_token: config.admin_token,
-            request_timeout_ms: AtomicU64::new(30_000),
-            ready: AtomicBool::new(true),
-        });
+        let cache = Arc::new(TokenCache::new(
+            MemoryStore::new(config.cache_max_bytes).with_max_entry_bytes(config.max_entry_bytes),
+            config
+                .shared_store
+                .map(|shared| SharedTier::new(shared, metrics.clone())),
+            NegativeCache::new(config.negative_ttl),
+            KeyDeriver::new(&hmac_key),
+            Arc::clone(&clock),
+            config.freshness,
+        ));
+        let loader = Arc::new(Loader::new(
+            Arc::clone(&cache),
+            metrics.clone(),
+            config.load_deadline,
+        ));
+        let flights = flights(
+            Backoff::new(
+                config.refresh_retry_base,
+                config.refresh_retry_cap,
+                u32::MAX,
+            ),
+            Arc::clone(&clock),
+        );
         let routes = config
             .routes
             .into_iter()
             .map(|route| {
                 let observer = RouteObserver {
-                    metrics: shared.metrics.clone(),
-                    breaker: shared.metrics.breaker_gauge(&route.path),
+                    metrics: metrics.clone(),
+                    breaker: metrics.breaker_gauge(&route.path),
                 };
-                Arc::new(Route {
-                    upstream: Upstream::new(
-                        route.upstream,
-                        client.clone(),
-                        &config.resilience,
-                        Arc::clone(&clock),
-                    ),
-                    path: route.path.into_boxed_str(),
-                    observer,
-                    shared: Arc::clone(&shared),
-                })
+                let upstream = Upstream::new(
+                    route.upstream,
+                    client.clone(),
+                    &config.resilience,
+                    Arc::clone(&clock),
+                );
+                let endpoint =
+                    UpstreamEndpoint::new(upstream, observer, metrics.clone(), config.freshness);
+                Arc::new(Route::new(
+                    &route.path,
+                    Arc::new(endpoint),
+                    Arc::clone(&cache),
+                    Arc::clone(&loader),
+                    flights.clone(),
+                    metrics.clone(),
+                ))
             })
             .collect();
-        Ok(Self { shared, routes })
+        let admin = Arc::new(AdminState {
+            cache: Arc::clone(&cache),
+            metrics: metrics.clone(),
+            ready: Arc::new(AtomicBool::new(true)),
+            admin_token: config.admin_token,
+        });
+        Ok(Self {
+            cache,
+            routes,
+            flights,
+            metrics,
+            admin,
+            max_body_bytes: config.max_body_bytes,
+        })
     }
 
-    /// The token endpoints: `POST` on each route's path.
+    /// The token endpoints (`POST` on each route's path) with the default
+    /// [`Limits`]: the same service `serve` runs, as an axum router.
     pub fn router(&self) -> Router {
-        let mut router = Router::new();
-        for route in &self.routes {
-            router = router.route(
-                &route.path,
-                post(handler::token).with_state(Arc::clone(route)),
-            );
-        }
-        let not_found = Arc::clone(&self.shared);
-        let wrong_method = Arc::clone(&self.shared);
-        router
-            .fallback(move || async move {
-                not_found.metrics.request(Outcome::Error);
-                ProxyError::NotFound
-            })
-            .method_not_allowed_fallback(move || async move {
-                wrong_method.metrics.request(Outcome::Error);
-                ProxyError::MethodNotAllowed
-            })
+        self.router_with(&Limits::default())
     }
 
-    /// Bounds the time a client has to send its whole request body: past
-    /// it, 408. (Headers are bounded by the listener's header read timeout,
-    /// the upstream by the load deadline.) Default 30 s.
-    pub fn set_request_timeout(&self, timeout: Duration) {
-        let millis = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
-        self.shared
-            .request_timeout_ms
-            .store(millis, Ordering::Relaxed);
+    /// The token endpoints with these request limits (the body timeout and
+    /// the header count; connection limits belong to the listener).
+    pub fn router_with(&self, limits: &Limits) -> Router {
+        Router::new().fallback_service(self.token_service(limits))
     }
 
-    /// The token listener's service as `serve` runs it (the same endpoints
-    /// as [`router`](Self::router), routed without axum).
-    pub(crate) fn token_service(&self) -> crate::service::TokenService {
-        crate::service::TokenService::new(&self.routes, Arc::clone(&self.shared))
+    /// The token listener's service, held to `limits`.
+    pub(crate) fn token_service(&self, limits: &Limits) -> TokenService {
+        TokenService::new(
+            Arc::clone(&self.routes),
+            self.metrics.clone(),
+            RequestLimits {
+                max_body_bytes: self.max_body_bytes,
+                body_timeout: limits.request_timeout,
+            },
+            limits.max_headers,
+        )
     }
 
-    /// The admin endpoints: `/metrics`, `/healthz`, `/readyz`, `/purge`.
+    /// The proxy's metrics, for the listeners to count connections in.
+    pub(crate) fn metrics(&self) -> ProxyMetrics {
+        self.metrics.clone()
+    }
+
+    /// The admin endpoints: `/metrics`, `/healthz`, `/readyz`, `/purge`,
+    /// `/cache`.
     pub fn admin_router(&self) -> Router {
-        admin::router(Arc::clone(&self.shared))
+        admin::router(Arc::clone(&self.admin))
     }
 
     /// Drops every cached token, in the memory tier and the shared store;
     /// how many the memory tier held.
     pub async fn purge(&self) -> usize {
-        purge(&self.shared).await
+        self.cache.purge().await
     }
 
     /// The number of cached tokens.
     #[must_use]
     pub fn cached_entries(&self) -> usize {
-        self.shared.store.len()
+        self.cache.memory().len()
     }
 
     /// Marks the proxy ready or not (`/readyz` answers 503 when not), so a
     /// load balancer stops sending traffic before shutdown.
     pub fn set_ready(&self, ready: bool) {
-        self.shared.ready.store(ready, Ordering::Relaxed);
+        self.admin.ready.store(ready, Ordering::Relaxed);
     }
 
     /// Periodic housekeeping: drops entries that can no longer be served,
-    /// forgets stale refresh backoffs, drains metric histograms.
+    /// forgets stale refresh cooldowns, drains metric histograms.
     pub fn housekeeping(&self) {
-        let now = self.shared.clock.now();
-        let removed = self.shared.store.remove_expired(now);
-        self.shared
-            .clients
-            .retain(|key| self.shared.store.get(key, now).is_some());
-        self.shared.flights.prune(now);
-        self.shared.negative.prune(now);
-        self.shared.metrics.upkeep();
+        let removed = self.cache.housekeeping(self.cache.now());
+        self.flights.prune();
+        self.metrics.upkeep();
         if removed > 0 {
             tracing::debug!(removed, "dropped expired tokens");
         }
@@ -244,39 +199,30 @@ impl Proxy {
     /// The number of upstream fetches in progress.
     #[must_use]
     pub fn loads_in_flight(&self) -> usize {
-        self.shared.flights.in_flight()
+        self.flights.in_flight()
     }
 }
 
-/// Clears both tiers; how many entries the memory tier held.
-pub(crate) async fn purge(shared: &Shared) -> usize {
-    let purged = shared.store.clear();
-    shared.clients.clear();
-    if let Some(tier) = &shared.tier {
-        let removed = tier.clear().await;
-        tracing::info!(memory = purged, shared = ?removed, store = tier.name(), "cache purged");
-    } else {
-        tracing::info!(memory = purged, "cache purged");
-    }
-    purged
-}
-
-/// Drops one client's tokens: from this replica's memory tier (the keys it
-/// noted for the client) and, through the client's tag, from the shared
-/// store for the whole fleet (whose memory tiers let go within their bound).
-/// How many entries, the larger of the two counts.
-pub(crate) async fn purge_client(shared: &Shared, client_id: &str) -> usize {
-    let keys = shared.clients.take(client_id);
-    for key in &keys {
-        shared.store.remove(key);
-    }
-    let mut purged = keys.len();
-    if let Some(tier) = &shared.tier {
-        let tag = shared.deriver.client_tag(client_id);
-        if let Some(removed) = tier.clear_client(&tag).await {
-            purged = purged.max(usize::try_from(removed).unwrap_or(usize::MAX));
-        }
-    }
-    tracing::info!(client_id, purged, "client's tokens purged");
-    purged
+/// The single-flight table of every route: a failed background refresh
+/// makes its key cool down (never less than the `Retry-After` of the
+/// upstream's last answer), a servable token clears it.
+fn flights(backoff: Backoff, clock: Arc<dyn Clock>) -> Flights {
+    let classify_clock = Arc::clone(&clock);
+    SingleFlight::builder()
+        .refresh_backoff(backoff)
+        .clock(clock)
+        .classify(move |outcome: &Arc<LoadOutcome>| {
+            if outcome.is_success() {
+                return FlightOutcome::Success;
+            }
+            let retry_after = match &**outcome {
+                LoadOutcome::FailedAnswer(answer) => answer
+                    .headers
+                    .get(RETRY_AFTER)
+                    .and_then(|value| parse_retry_after(value.as_bytes(), classify_clock.now())),
+                _ => None,
+            };
+            FlightOutcome::Failure { retry_after }
+        })
+        .build()
 }

@@ -3,53 +3,43 @@
 
 use std::future::Future;
 use std::io;
+use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use hyper_util::server::graceful::GracefulConnection;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
 
+use crate::activity::Ticks;
+use crate::config::Limits;
+use crate::connections::{Admission, ConnectionLimits, Connections, Ticket};
+use crate::in_flight::CountInFlight;
+use crate::metrics::{ConnectionEvent, ProxyMetrics};
 use crate::proxy::Proxy;
 use crate::tls::ReloadableTls;
+use crate::watchdog::{self, Close, IdleRules};
 
 /// How often expired entries are dropped and metrics drained.
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(15);
 
-/// Protection against clients that hold resources.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// Connections served at once; beyond it new ones wait in the kernel's
-    /// backlog. Default 4096.
-    pub max_connections: usize,
-    /// Time a client has to send its request headers; a slowloris client
-    /// is cut off after it. Default 5 s.
-    pub header_read_timeout: Duration,
-    /// Time a client has to send its whole request body; past it, 408.
-    /// Default 30 s.
-    pub request_timeout: Duration,
-    /// Bytes of request headers accepted (HTTP/1.1 read buffer, HTTP/2
-    /// header list); larger headers get 431. Default 16 KiB.
-    pub max_header_bytes: usize,
-    /// Request headers accepted (HTTP/1.1); more get 431. Default 64.
-    pub max_headers: usize,
-    /// Time allowed for a TLS handshake. Default 10 s.
-    pub tls_handshake_timeout: Duration,
-}
+impl Limits {
+    fn connections(&self) -> ConnectionLimits {
+        ConnectionLimits {
+            max: self.max_connections,
+            per_ip: self.max_connections_per_ip,
+        }
+    }
 
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            max_connections: 4096,
-            header_read_timeout: Duration::from_secs(5),
-            request_timeout: Duration::from_secs(30),
-            max_header_bytes: 16 << 10,
-            max_headers: 64,
-            tls_handshake_timeout: Duration::from_secs(10),
+    fn idle_rules(&self) -> IdleRules {
+        IdleRules {
+            first_request: self.header_read_timeout,
+            between_requests: self.idle_timeout,
         }
     }
 }
@@ -103,21 +93,33 @@ pub async fn serve_with(
 ) -> io::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let limits = options.limits;
-    proxy.set_request_timeout(limits.request_timeout);
+    let token_connections = Arc::new(Connections::new(limits.connections()));
     let main = tokio::spawn(accept_loop(
         listener,
-        proxy.token_service(),
-        options.tls,
-        limits,
+        Listener {
+            service: proxy.token_service(&limits),
+            metrics: Some(proxy.metrics()),
+            connections: Arc::clone(&token_connections),
+            tls: options.tls,
+            limits,
+        },
         stop_rx.clone(),
         grace,
     ));
     let admin = admin.map(|admin| {
+        // `/readyz` reports when the token listener is saturated.
+        let router = proxy
+            .admin_router()
+            .layer(axum::Extension(Arc::clone(&token_connections)));
         tokio::spawn(accept_loop(
             admin,
-            TowerToHyperService::new(proxy.admin_router()),
-            None,
-            limits,
+            Listener {
+                service: TowerToHyperService::new(router),
+                metrics: None,
+                connections: Arc::new(Connections::new(limits.connections())),
+                tls: None,
+                limits,
+            },
             stop_rx.clone(),
             grace,
         ))
@@ -151,13 +153,59 @@ pub async fn serve_with(
     result
 }
 
+/// What one listener serves, and how.
+struct Listener<S> {
+    service: S,
+    /// Where connections are counted (the token listener's only).
+    metrics: Option<ProxyMetrics>,
+    connections: Arc<Connections>,
+    tls: Option<ReloadableTls>,
+    limits: Limits,
+}
+
+/// The HTTP/1.1 and HTTP/2 settings of a listener.
+fn http_builder(limits: &Limits) -> Builder<TokioExecutor> {
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .max_headers(limits.max_headers);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(limits.max_concurrent_streams.max(1))
+        // Rapid reset (CVE-2023-44487): a stream the client opens and
+        // cancels at once stops counting against the concurrent streams,
+        // so that limit alone does not bound a flood. hyper drops the
+        // request future of a stream reset after we accepted it; the two
+        // limits below bound the rest, and past either the connection gets
+        // GOAWAY (ENHANCE_YOUR_CALM). Set here rather than
+        // left to h2's defaults, so a dependency update cannot loosen them
+        // unnoticed.
+        .max_pending_accept_reset_streams(MAX_PENDING_ACCEPT_RESET_STREAMS)
+        .max_local_error_reset_streams(MAX_LOCAL_ERROR_RESET_STREAMS);
+    builder
+}
+
+/// Streams the client reset before we accepted them, waiting to be
+/// accepted (h2's own default since the rapid-reset fix). A legitimate
+/// client cancels the odd request; twenty unaccepted at once is a flood.
+const MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 20;
+
+/// Streams we had to reset because the client broke the protocol, over a
+/// connection's life (the "MadeYouReset" variant: the client makes the
+/// server do the resetting). A well-behaved client causes none; h2's
+/// default is 1024, more than a token client ever needs.
+const MAX_LOCAL_ERROR_RESET_STREAMS: usize = 128;
+
 /// Accepts connections until told to stop, then drains them for at most
 /// `grace`.
 async fn accept_loop<S, B>(
     listener: TcpListener,
-    service: S,
-    tls: Option<ReloadableTls>,
-    limits: Limits,
+    served: Listener<S>,
     mut stop: watch::Receiver<bool>,
     grace: Duration,
 ) -> io::Result<()>
@@ -173,26 +221,9 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let mut builder = Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(limits.max_header_bytes.max(8192))
-        .max_headers(limits.max_headers);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
-    let builder = Arc::new(builder);
-    let connections = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-    let graceful = GracefulShutdown::new();
-
+    let builder = Arc::new(http_builder(&served.limits));
+    let mut connections = JoinSet::new();
     loop {
-        let permit = tokio::select! {
-            permit = Arc::clone(&connections).acquire_owned() => permit.map_err(io::Error::other)?,
-            () = stopped(&mut stop) => break,
-        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -205,28 +236,52 @@ where
             },
             () = stopped(&mut stop) => break,
         };
+        // Forget the connections that have ended.
+        while connections.try_join_next().is_some() {}
+        let (ticket, event) = match served.connections.admit(peer.ip()) {
+            Admission::Admitted(ticket) if ticket.reclaimed() => {
+                (Some(ticket), ConnectionEvent::Reclaimed)
+            }
+            Admission::Admitted(ticket) => (Some(ticket), ConnectionEvent::Accepted),
+            Admission::OverPerIpLimit => {
+                tracing::debug!(%peer, "connection refused: too many from this address");
+                (None, ConnectionEvent::RefusedPerIp)
+            }
+            Admission::Saturated => {
+                tracing::debug!(%peer, "connection refused: every connection is busy");
+                (None, ConnectionEvent::RefusedSaturated)
+            }
+        };
+        if let Some(metrics) = &served.metrics {
+            metrics.connection(event);
+        }
+        // A refused stream is dropped here, which closes it at once.
+        let Some(ticket) = ticket else { continue };
         let _ = stream.set_nodelay(true);
-        let watcher = graceful.watcher();
-        let builder = Arc::clone(&builder);
-        let service = service.clone();
-        let acceptor = tls.as_ref().map(ReloadableTls::acceptor);
-        tokio::spawn(async move {
-            let _permit = permit;
-            let result =
-                serve_connection(stream, acceptor, &builder, service, watcher, limits).await;
-            if let Err(error) = result {
+        let connection = Connection {
+            builder: Arc::clone(&builder),
+            ticket,
+            ticks: served.connections.ticks(),
+            limits: served.limits,
+            stop: stop.clone(),
+        };
+        let service = served.service.clone();
+        let acceptor = served.tls.as_ref().map(ReloadableTls::acceptor);
+        connections.spawn(async move {
+            if let Err(error) = connection.serve(stream, acceptor, service).await {
                 tracing::debug!(%peer, %error, "connection ended with an error");
             }
         });
     }
     drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_ok()
-    {
+    let drained = tokio::time::timeout(grace, async {
+        while connections.join_next().await.is_some() {}
+    });
+    if drained.await.is_ok() {
         tracing::info!("shut down cleanly");
     } else {
         tracing::warn!("grace period over; closing the remaining connections");
+        connections.shutdown().await;
     }
     Ok(())
 }
@@ -238,35 +293,109 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|stop| *stop).await.map(|_| ());
 }
 
-async fn serve_connection<S, B>(
-    stream: TcpStream,
-    acceptor: Option<tokio_rustls::TlsAcceptor>,
-    builder: &Builder<TokioExecutor>,
-    service: S,
-    watcher: Watcher,
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// One accepted connection, with what it needs to serve itself.
+struct Connection {
+    builder: Arc<Builder<TokioExecutor>>,
+    ticket: Ticket,
+    ticks: Ticks,
     limits: Limits,
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
-where
-    S: hyper::service::Service<http::Request<Incoming>, Response = http::Response<B>>
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    match acceptor {
-        None => {
-            let connection = builder.serve_connection(TokioIo::new(stream), service);
-            watcher.watch(connection.into_owned()).await
+    stop: watch::Receiver<bool>,
+}
+
+impl Connection {
+    /// Serves the connection until it ends or its watchdog closes it.
+    async fn serve<S, B>(
+        mut self,
+        stream: TcpStream,
+        acceptor: Option<tokio_rustls::TlsAcceptor>,
+        service: S,
+    ) -> Result<(), BoxError>
+    where
+        S: hyper::service::Service<http::Request<Incoming>, Response = http::Response<B>>
+            + Send
+            + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        B: http_body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+    {
+        let activity = Arc::clone(self.ticket.activity());
+        let service = CountInFlight::new(service, Arc::clone(&activity));
+        let builder = Arc::clone(&self.builder);
+        match acceptor {
+            None => {
+                let connection = builder.serve_connection(TokioIo::new(stream), service);
+                self.drive(connection).await
+            }
+            Some(acceptor) => {
+                let handshake = tokio::time::timeout(
+                    self.limits.tls_handshake_timeout,
+                    acceptor.accept(stream),
+                );
+                let tls = tokio::select! {
+                    tls = handshake => tls.map_err(|_| "TLS handshake timed out")??,
+                    () = activity.close_asked() => return Ok(()),
+                    () = stopped(&mut self.stop) => return Ok(()),
+                };
+                // The time to send a request head starts now.
+                activity.restart_idle_clock();
+                let connection = builder.serve_connection(TokioIo::new(tls), service);
+                self.drive(connection).await
+            }
         }
-        Some(acceptor) => {
-            let tls = tokio::time::timeout(limits.tls_handshake_timeout, acceptor.accept(stream))
-                .await
-                .map_err(|_| "TLS handshake timed out")??;
-            let connection = builder.serve_connection(TokioIo::new(tls), service);
-            watcher.watch(connection.into_owned()).await
+    }
+
+    /// Runs `connection` beside its watchdog; when the watchdog says so,
+    /// closes it.
+    async fn drive<C>(&mut self, connection: C) -> Result<(), BoxError>
+    where
+        C: GracefulConnection,
+        C::Error: Into<BoxError>,
+    {
+        let activity = self.ticket.activity();
+        let mut connection = pin!(connection);
+        let watchdog = watchdog::watch(
+            activity,
+            self.ticks,
+            self.limits.idle_rules(),
+            stopped(&mut self.stop),
+        );
+        let reason = tokio::select! {
+            result = connection.as_mut() => return result.map_err(Into::into),
+            reason = watchdog => reason,
+        };
+        if activity.snapshot().requests == 0 {
+            // Nothing was ever answered on it, so nothing is left to
+            // flush: drop it. (A graceful close would wait for an HTTP/2
+            // handshake that the client may never finish.)
+            tracing::debug!(?reason, "closing a connection that sent no request");
+            return Ok(());
+        }
+        // HTTP/1.1 finishes the answer it is writing, HTTP/2 sends GOAWAY
+        // and finishes its streams.
+        connection.as_mut().graceful_shutdown();
+        if reason == Close::Shutdown {
+            // The server's grace period bounds the requests in progress.
+            return connection.await.map_err(Into::into);
+        }
+        tracing::debug!(?reason, "closing connection");
+        loop {
+            match tokio::time::timeout(CLOSE_WITHIN, connection.as_mut()).await {
+                Ok(result) => return result.map_err(Into::into),
+                // A request that slipped in as the close was decided: its
+                // own timeouts bound it.
+                Err(_) if activity.snapshot().in_flight > 0 => {}
+                // Nothing in flight, and still not closed (a client that
+                // does not read, a half-sent head): drop it.
+                Err(_) => return Ok(()),
+            }
         }
     }
 }
+
+/// How long a connection being closed with no request in flight may take
+/// to flush what it was writing.
+const CLOSE_WITHIN: Duration = Duration::from_secs(1);

@@ -1,24 +1,25 @@
-//! The token listener's service: routing by exact path straight on the
+//! The token listener's one service: routing by exact path straight on the
 //! connection, without a general-purpose router in between.
 //!
-//! [`Proxy::router`](crate::Proxy::router) serves the same endpoints through
-//! axum (for embedding and tests); this is what `serve` runs, because the
-//! hit path is short enough that a router's per-request work (extensions,
-//! body boxing, matched-path bookkeeping) shows in the benchmark.
+//! `serve` runs it as a hyper service; [`Proxy::router`](crate::Proxy::router)
+//! wraps the same value as axum's fallback service, so an embedder gets the
+//! same routing, the same 404 and 405, the same limits. (A router's
+//! per-request work, extensions, body boxing, matched-path bookkeeping,
+//! shows in the benchmark: the hit path is that short.)
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use http::{Method, Request};
-use hyper::body::Incoming;
 
 use crate::error::ProxyError;
-use crate::handler;
-use crate::metrics::Outcome;
-use crate::proxy::{Route, Shared};
+use crate::metrics::{Outcome, ProxyMetrics};
+use crate::route::{RequestLimits, Route};
 
 type Answer = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
 
@@ -26,39 +27,83 @@ type Answer = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>
 #[derive(Clone)]
 pub(crate) struct TokenService {
     routes: Arc<[Arc<Route>]>,
-    shared: Arc<Shared>,
+    metrics: ProxyMetrics,
+    limits: RequestLimits,
+    /// Requests with more headers are refused (431). HTTP/1.1's parser
+    /// refuses them before they get here; HTTP/2 has no such setting, only
+    /// a limit on their bytes, so this is what holds it to the same count.
+    max_headers: usize,
 }
 
 impl TokenService {
-    pub(crate) fn new(routes: &[Arc<Route>], shared: Arc<Shared>) -> Self {
+    pub(crate) fn new(
+        routes: Arc<[Arc<Route>]>,
+        metrics: ProxyMetrics,
+        limits: RequestLimits,
+        max_headers: usize,
+    ) -> Self {
         Self {
-            routes: routes.iter().cloned().collect(),
-            shared,
+            routes,
+            metrics,
+            limits,
+            max_headers,
         }
     }
 
     fn refuse(&self, error: ProxyError) -> Answer {
-        self.shared.metrics.request(Outcome::Error);
+        self.metrics.request(Outcome::Error);
         let response = error.into_response();
         Box::pin(std::future::ready(Ok(response)))
     }
-}
 
-impl hyper::service::Service<Request<Incoming>> for TokenService {
-    type Response = Response;
-    type Error = Infallible;
-    type Future = Answer;
-
-    fn call(&self, request: Request<Incoming>) -> Self::Future {
+    fn route<B>(&self, request: Request<B>) -> Answer
+    where
+        B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+    {
+        if request.headers().len() > self.max_headers {
+            return self.refuse(ProxyError::TooManyHeaders(self.max_headers));
+        }
         // A handful of routes at most: a linear scan beats hashing.
         let path = request.uri().path();
-        let Some(route) = self.routes.iter().find(|route| *route.path == *path) else {
+        let Some(route) = self.routes.iter().find(|route| route.path() == path) else {
             return self.refuse(ProxyError::NotFound);
         };
         if request.method() != Method::POST {
             return self.refuse(ProxyError::MethodNotAllowed);
         }
         let route = Arc::clone(route);
-        Box::pin(async move { Ok(handler::serve_token(&route, request).await) })
+        let limits = self.limits;
+        Box::pin(async move { Ok(route.answer(request, limits).await) })
+    }
+}
+
+impl<B> hyper::service::Service<Request<B>> for TokenService
+where
+    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Answer;
+
+    fn call(&self, request: Request<B>) -> Self::Future {
+        self.route(request)
+    }
+}
+
+/// The same service for tower (axum's fallback service).
+impl<B> tower_service::Service<Request<B>> for TokenService
+where
+    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Answer;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Answer {
+        self.route(request)
     }
 }

@@ -6,20 +6,10 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tokencache_mock_idp::{MockIdp, MockIdpConfig, decode_claims_unverified};
+use tokencache_test_support::answers::{answer_of, metric};
 use tokencache_test_support::{ManualClock, MockIdpServer, ProxyServer};
 
 const CC: &str = "grant_type=client_credentials";
-
-async fn token_of(response: reqwest::Response) -> (u16, String, Value) {
-    let status = response.status().as_u16();
-    let cache_status = response
-        .headers()
-        .get("cache-status")
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default();
-    let body: Value = response.json().await.unwrap();
-    (status, cache_status, body)
-}
 
 /// A mock IdP and a proxy sharing one manual clock, so JWT `exp` and the
 /// proxy's idea of now agree.
@@ -37,13 +27,11 @@ async fn setup() -> (MockIdpServer, ProxyServer, ManualClock) {
 #[tokio::test]
 async fn many_sequential_hits_make_one_upstream_call() {
     let (idp, proxy, _clock) = setup().await;
-    let (status, cache_status, first) =
-        token_of(proxy.token_request("demo-client", "demo-secret", CC).await).await;
+    let (status, cache_status, first) = demo_token(&proxy).await;
     assert_eq!(status, 200, "{first}");
     assert_eq!(cache_status, "tokencache; fwd=miss; stored");
     for _ in 0..50 {
-        let (status, cache_status, body) =
-            token_of(proxy.token_request("demo-client", "demo-secret", CC).await).await;
+        let (status, cache_status, body) = demo_token(&proxy).await;
         assert_eq!(status, 200);
         assert!(
             cache_status.starts_with("tokencache; hit; ttl="),
@@ -57,14 +45,14 @@ async fn many_sequential_hits_make_one_upstream_call() {
 #[tokio::test]
 async fn expires_in_shrinks_as_the_entry_ages() {
     let (_idp, proxy, clock) = setup().await;
-    let (_, _, first) = token_of(proxy.token_request("demo-client", "demo-secret", CC).await).await;
+    let (_, _, first) = demo_token(&proxy).await;
     assert_eq!(first["expires_in"], 3600);
     clock.advance(Duration::from_secs(1000));
     let response = proxy.token_request("demo-client", "demo-secret", CC).await;
     assert_eq!(response.headers()["age"], "1000");
     assert_eq!(response.headers()["cache-control"], "no-store");
     assert_eq!(response.headers()["pragma"], "no-cache");
-    let (_, cache_status, later) = token_of(response).await;
+    let (_, cache_status, later) = answer_of(response).await;
     assert_eq!(later["expires_in"], 2600);
     assert_eq!(later["access_token"], first["access_token"]);
     assert_eq!(cache_status, "tokencache; hit; ttl=2240");
@@ -76,7 +64,7 @@ async fn two_clients_never_get_each_others_token() {
     for _ in 0..3 {
         for client in ["demo-client", "other-client"] {
             let secret = client.replace("-client", "-secret");
-            let (status, _, body) = token_of(
+            let (status, _, body) = answer_of(
                 proxy
                     .token_request(
                         client,
@@ -110,7 +98,7 @@ async fn every_token_shaping_parameter_gets_its_own_token() {
     ];
     let mut tokens = std::collections::HashSet::new();
     for body in bodies {
-        let (status, cache_status, answer) = token_of(
+        let (status, cache_status, answer) = answer_of(
             proxy
                 .token_request("demo-client", "demo-secret", body)
                 .await,
@@ -122,7 +110,7 @@ async fn every_token_shaping_parameter_gets_its_own_token() {
     }
     assert_eq!(tokens.len(), bodies.len());
     // The tenant-b token was issued for tenant b.
-    let (_, _, answer) = token_of(
+    let (_, _, answer) = answer_of(
         proxy
             .token_request("demo-client", "demo-secret", bodies[6])
             .await,
@@ -136,7 +124,7 @@ async fn every_token_shaping_parameter_gets_its_own_token() {
 #[tokio::test]
 async fn scope_order_and_placement_share_one_token() {
     let (idp, proxy, _clock) = setup().await;
-    let (_, _, first) = token_of(
+    let (_, _, first) = answer_of(
         proxy
             .token_request(
                 "demo-client",
@@ -146,7 +134,7 @@ async fn scope_order_and_placement_share_one_token() {
             .await,
     )
     .await;
-    let (_, cache_status, reordered) = token_of(
+    let (_, cache_status, reordered) = answer_of(
         proxy
             .token_request(
                 "demo-client",
@@ -170,7 +158,7 @@ async fn scope_order_and_placement_share_one_token() {
         .send()
         .await
         .unwrap();
-    let (status, cache_status, in_query) = token_of(response).await;
+    let (status, cache_status, in_query) = answer_of(response).await;
     assert_eq!(status, 200);
     assert!(cache_status.contains("hit"), "{cache_status}");
     assert_eq!(first["access_token"], in_query["access_token"]);
@@ -185,8 +173,7 @@ async fn a_rotated_secret_is_a_different_key() {
         MockIdpServer::start_with(MockIdp::with_clock(config.clone(), Arc::new(clock.clone())))
             .await;
     let proxy = ProxyServer::start_for(&idp, clock.clone()).await;
-    let (status, _, _) =
-        token_of(proxy.token_request("demo-client", "demo-secret", CC).await).await;
+    let (status, _, _) = demo_token(&proxy).await;
     assert_eq!(status, 200);
     // The IdP now knows the client by a new secret; the old one fails there
     // but is still cached here, the new one is fetched at once.
@@ -194,13 +181,12 @@ async fn a_rotated_secret_is_a_different_key() {
     let rotated =
         MockIdpServer::start_with(MockIdp::with_clock(config, Arc::new(clock.clone()))).await;
     let proxy = ProxyServer::start_for(&rotated, clock.clone()).await;
-    let (status, _, body) =
-        token_of(proxy.token_request("demo-client", "demo-secret", CC).await).await;
+    let (status, _, body) = demo_token(&proxy).await;
     assert_eq!(
         (status, body["error"].as_str()),
         (400, Some("invalid_client"))
     );
-    let (status, cache_status, _) = token_of(
+    let (status, cache_status, _) = answer_of(
         proxy
             .token_request("demo-client", "rotated-secret", CC)
             .await,
@@ -219,9 +205,7 @@ async fn concurrent_cold_requests_make_one_upstream_request() {
     let callers: Vec<_> = (0..200)
         .map(|_| {
             let proxy = Arc::clone(&proxy);
-            tokio::spawn(async move {
-                token_of(proxy.token_request("demo-client", "demo-secret", CC).await).await
-            })
+            tokio::spawn(async move { demo_token(&proxy).await })
         })
         .collect();
     let mut tokens = std::collections::HashSet::new();
@@ -249,14 +233,13 @@ async fn concurrent_cold_requests_make_one_upstream_request() {
 #[tokio::test]
 async fn aging_tokens_are_refreshed_in_the_background_once() {
     let (idp, proxy, clock) = setup().await;
-    let (_, _, first) = token_of(proxy.token_request("demo-client", "demo-secret", CC).await).await;
+    let (_, _, first) = demo_token(&proxy).await;
     // Past 75 % of the hour: aging. The IdP is slow, so the refresh is still
     // running while the callers below are answered.
     idp.idp.set_latency(Duration::from_millis(500));
     clock.advance(Duration::from_secs(2800));
     for _ in 0..20 {
-        let (status, cache_status, body) =
-            token_of(proxy.token_request("demo-client", "demo-secret", CC).await).await;
+        let (status, cache_status, body) = demo_token(&proxy).await;
         assert_eq!(status, 200);
         assert!(
             cache_status.ends_with("detail=refreshing"),
@@ -274,15 +257,14 @@ async fn aging_tokens_are_refreshed_in_the_background_once() {
         metrics.contains(r#"tokencache_refreshes_total{result="ok"} 1"#),
         "{metrics}"
     );
-    let stale: u64 = metric_value(&metrics, r#"tokencache_requests_total{outcome="stale"}"#);
-    assert!(stale >= 20, "{metrics}");
+    let stale = metric(&metrics, r#"tokencache_requests_total{outcome="stale"}"#);
+    assert!(stale.is_some_and(|stale| stale >= 20), "{metrics}");
 }
 
 /// Polls (bounded) until the proxy answers with a token other than `old`.
 async fn wait_for_token_change(proxy: &ProxyServer, old: &Value) -> Value {
     for _ in 0..100 {
-        let (_, _, body) =
-            token_of(proxy.token_request("demo-client", "demo-secret", CC).await).await;
+        let (_, _, body) = demo_token(proxy).await;
         if body["access_token"] != old["access_token"] {
             return body;
         }
@@ -294,12 +276,11 @@ async fn wait_for_token_change(proxy: &ProxyServer, old: &Value) -> Value {
 #[tokio::test]
 async fn expired_tokens_are_never_served() {
     let (idp, proxy, clock) = setup().await;
-    let (_, _, first) = token_of(proxy.token_request("demo-client", "demo-secret", CC).await).await;
+    let (_, _, first) = demo_token(&proxy).await;
     // Past 90 % of the hour: expired for the cache, though the token has
     // six minutes left; the caller waits for a new one.
     clock.advance(Duration::from_secs(3300));
-    let (status, cache_status, body) =
-        token_of(proxy.token_request("demo-client", "demo-secret", CC).await).await;
+    let (status, cache_status, body) = demo_token(&proxy).await;
     assert_eq!(status, 200);
     assert_eq!(cache_status, "tokencache; fwd=miss; stored");
     assert_ne!(body["access_token"], first["access_token"]);
@@ -308,54 +289,66 @@ async fn expired_tokens_are_never_served() {
 }
 
 #[tokio::test]
-async fn short_lived_tokens_are_refreshed_ahead_in_real_time() {
-    // Real time, no manual clock: a 4-second token is fresh for 3 s and
-    // aging until 3.6 s. A caller asking every 100 ms for 6 s never waits
-    // for the upstream (every answer is a hit) once the first is cached,
-    // and the IdP sees about one request per 3 s.
-    let idp = MockIdpServer::start(MockIdpConfig {
-        token_lifetime: Duration::from_secs(4),
-        ..MockIdpConfig::default()
-    })
-    .await;
-    let proxy = ProxyServer::start_for(&idp, tokencache_core::SystemClock).await;
-    let (status, _, _) =
-        token_of(proxy.token_request("demo-client", "demo-secret", CC).await).await;
-    assert_eq!(status, 200);
-    let mut tokens = std::collections::HashSet::new();
-    let mut misses = 0;
-    for _ in 0..60 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let (status, cache_status, body) =
-            token_of(proxy.token_request("demo-client", "demo-secret", CC).await).await;
-        assert_eq!(status, 200);
-        if !cache_status.contains("hit") {
-            misses += 1;
+async fn short_lived_tokens_are_refreshed_ahead_and_callers_never_wait() {
+    // A 4-second token is fresh for 3 s and aging until 3.6 s. A caller
+    // asks every 100 ms of manual time for 6.5 s: two lifetimes' worth.
+    let (idp, proxy, clock) = setup().await;
+    idp.idp.set_token_lifetime(Duration::from_secs(4));
+    let (status, cache_status, mut current) = demo_token(&proxy).await;
+    assert_eq!(status, 200, "{current}");
+    assert_eq!(cache_status, "tokencache; fwd=miss; stored");
+    let mut refreshes = 0;
+    for step in 1..=65 {
+        clock.advance(Duration::from_millis(100));
+        let (status, cache_status, body) = demo_token(&proxy).await;
+        assert_eq!(status, 200, "step {step}: {body}");
+        // Every answer comes from the cache, the one that starts a refresh
+        // included: it carries the token already held, not the one being
+        // fetched, so no caller waited for the IdP.
+        assert!(
+            cache_status.starts_with("tokencache; hit;"),
+            "step {step}: {cache_status}"
+        );
+        assert_eq!(body["access_token"], current["access_token"], "step {step}");
+        if cache_status.ends_with("detail=refreshing") {
+            refreshes += 1;
+            current = wait_for_refresh(&proxy, refreshes, &current).await;
         }
-        let expires_in = body["expires_in"].as_u64().unwrap();
-        assert!(expires_in <= 4, "{body}");
-        tokens.insert(body["access_token"].as_str().unwrap().to_owned());
     }
-    // JWT `exp` has whole-second precision, so a lifetime can be cut to a
-    // little over 3 s; a miss is possible only if a refresh could not finish
-    // within the aging window, which a loopback IdP does.
-    assert_eq!(misses, 0);
-    assert!(
-        tokens.len() >= 2,
-        "refreshed at least once: {}",
-        tokens.len()
-    );
-    let requests = idp.idp.token_requests();
-    assert!(
-        (2..=5).contains(&requests),
-        "{requests} upstream requests in 6 s"
-    );
+    // Entering the aging window at 3 s and 6 s: one refresh each, and
+    // nothing else went upstream.
+    assert_eq!(refreshes, 2);
+    assert_eq!(idp.idp.token_requests(), 3);
 }
 
-fn metric_value(metrics: &str, series: &str) -> u64 {
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(series))
-        .and_then(|value| value.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {series} in {metrics}"))
+/// Waits (bounded, in real time) until background refresh number `n` has
+/// stored its token, and returns the answer that serves it.
+///
+/// The manual clock stands still meanwhile, so however slow the machine,
+/// the entry cannot leave its aging window before the refresh lands: the
+/// test checks the order of events, not their speed.
+async fn wait_for_refresh(proxy: &ProxyServer, n: u64, old: &Value) -> Value {
+    let series = r#"tokencache_refreshes_total{result="ok"}"#;
+    let mut polls = 0;
+    while metric(&proxy.metrics().await, series) != Some(n) {
+        polls += 1;
+        assert!(polls < 1000, "refresh {n} did not land within 10 s");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The new token replaces the old one: a hit, with its whole lifetime
+    // ahead (the clock has not moved since it was issued).
+    let (status, cache_status, body) = demo_token(proxy).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        cache_status.starts_with("tokencache; hit;") && !cache_status.contains("refreshing"),
+        "after refresh {n}: {cache_status}"
+    );
+    assert_ne!(body["access_token"], old["access_token"], "refresh {n}");
+    assert_eq!(body["expires_in"], 4, "refresh {n}: {body}");
+    body
+}
+
+/// The demo client's plain `client_credentials` request, answered.
+async fn demo_token(proxy: &ProxyServer) -> (u16, String, Value) {
+    answer_of(proxy.token_request("demo-client", "demo-secret", CC).await).await
 }

@@ -133,34 +133,6 @@ async fn a_trickled_body_times_out_with_408() {
     assert!(answer.contains(r#""error":"invalid_request""#), "{answer}");
 }
 
-#[tokio::test]
-async fn connections_beyond_the_limit_wait_for_a_free_slot() {
-    let idp = MockIdpServer::start(MockIdpConfig::default()).await;
-    let (addr, _stop) = start(&idp, limits(|l| l.max_connections = 2)).await;
-    // Two idle connections take both slots.
-    let mut first = TcpStream::connect(addr).await.unwrap();
-    first
-        .write_all(b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let mut buffer = [0u8; 1024];
-    let _ = first.read(&mut buffer).await.unwrap();
-    let second = TcpStream::connect(addr).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    // A third is not served while they are open...
-    let third = tokio::spawn(async move { exchange(addr, &token_request("")).await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!third.is_finished(), "served beyond the connection limit");
-    // ...and is served once one closes.
-    drop(first);
-    let answer = tokio::time::timeout(Duration::from_secs(5), third)
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    drop(second);
-}
-
 /// A CA and a certificate for 127.0.0.1 and localhost signed by it, written
 /// to `dir`; returns the CA certificate (PEM).
 fn write_certificate(dir: &std::path::Path) -> String {

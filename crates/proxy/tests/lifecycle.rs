@@ -58,14 +58,8 @@ async fn shutdown_lets_requests_in_progress_finish() {
             .send()
             .await
     });
-    // Wait (bounded) until the request has reached the IdP, then shut down.
-    for _ in 0..100 {
-        if idp.idp.token_requests() == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(idp.idp.token_requests(), 1);
+    // Shut down once the request has reached the IdP.
+    wait_for_token_requests(&idp, 1).await;
     let addr = proxy.addr;
     proxy.shutdown().await.unwrap();
     let answer = in_flight.await.unwrap().unwrap();
@@ -76,7 +70,13 @@ async fn shutdown_lets_requests_in_progress_finish() {
 
 #[tokio::test]
 async fn shutdown_gives_up_after_the_grace_period() {
-    let (_idp, proxy) = setup(Duration::from_secs(30), Duration::from_millis(300)).await;
+    let grace = Duration::from_millis(300);
+    // How late past the grace period the server may stop: time to close the
+    // connections left and end its tasks, with room for a loaded machine,
+    // yet far below the IdP's 30 s, which a drain that waited for the
+    // request would need.
+    let margin = Duration::from_secs(2);
+    let (idp, proxy) = setup(Duration::from_secs(30), grace).await;
     let http = proxy.http.clone();
     let url = proxy.token_url();
     let stuck = tokio::spawn(async move {
@@ -87,13 +87,45 @@ async fn shutdown_gives_up_after_the_grace_period() {
             .send()
             .await
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    // Returns within the grace period even though the IdP never answers in time.
-    tokio::time::timeout(Duration::from_secs(10), proxy.shutdown())
+    // Shut down only once the request is in flight, held by the IdP: a
+    // drain with nothing to wait for would end at once and prove nothing.
+    wait_for_token_requests(&idp, 1).await;
+    let started = tokio::time::Instant::now();
+    tokio::time::timeout(grace + margin, proxy.shutdown())
         .await
         .expect("shutdown is bounded by the grace period")
         .unwrap();
-    stuck.abort();
+    let took = started.elapsed();
+    assert!(
+        took >= grace,
+        "stopped after {took:?}, before the {grace:?} grace period was over"
+    );
+    // The caller hears the end at once and gets no token: the IdP was still
+    // holding its request (whether the proxy closes the connection or
+    // answers an error is not the point here).
+    let cut_off = tokio::time::timeout(margin, stuck)
+        .await
+        .expect("the caller is let go when the server stops")
+        .unwrap();
+    assert!(
+        !matches!(&cut_off, Ok(answer) if answer.status().is_success()),
+        "{cut_off:?}"
+    );
+    assert_eq!(idp.idp.stats().tokens_issued, 0);
+}
+
+/// Waits (bounded) until the IdP has received `n` token requests.
+async fn wait_for_token_requests(idp: &MockIdpServer, n: u64) {
+    let mut polls = 0;
+    while idp.idp.token_requests() < n {
+        polls += 1;
+        assert!(
+            polls < 1000,
+            "the IdP had not seen {n} token requests in 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(idp.idp.token_requests(), n);
 }
 
 #[tokio::test]

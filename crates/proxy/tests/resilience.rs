@@ -6,25 +6,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::Value;
 use tokencache_core::{Backoff, SystemClock};
 use tokencache_mock_idp::{ControlUpdate, MockIdp, MockIdpConfig, ThrottleStyle};
 use tokencache_proxy::{BreakerConfig, BudgetConfig, ProxyConfig};
+use tokencache_test_support::answers::answer_of;
 use tokencache_test_support::{ManualClock, MockIdpServer, ProxyServer};
 
 const CC: &str = "grant_type=client_credentials";
-
-async fn answer_of(response: reqwest::Response) -> (u16, String, Value) {
-    let status = response.status().as_u16();
-    let cache_status = response
-        .headers()
-        .get("cache-status")
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default();
-    let text = response.text().await.unwrap();
-    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-    (status, cache_status, body)
-}
 
 /// Quick retries, no breaker: the tests below look at one thing at a time.
 fn fast_config(idp: &MockIdpServer) -> ProxyConfig {

@@ -11,6 +11,7 @@ use tokencache_core::{EncryptionKey, HmacKey, KeyRing, SharedStore, StoreKey};
 use tokencache_memory_store::InProcessSharedStore;
 use tokencache_mock_idp::{MockIdp, MockIdpConfig};
 use tokencache_proxy::{ProxyConfig, SharedStoreConfig};
+use tokencache_test_support::answers::answer_of;
 use tokencache_test_support::{FlakyStore, ManualClock, MockIdpServer, ProxyServer};
 
 const CC: &str = "grant_type=client_credentials";
@@ -56,16 +57,6 @@ impl Fleet {
         let config = self.config(Arc::new(self.store.clone()), ring(1, &[]));
         ProxyServer::start(config, self.clock.clone()).await
     }
-}
-
-async fn answer_of(response: reqwest::Response) -> (u16, String, Value) {
-    let status = response.status().as_u16();
-    let cache_status = response
-        .headers()
-        .get("cache-status")
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default();
-    (status, cache_status, response.json().await.unwrap())
 }
 
 #[tokio::test]

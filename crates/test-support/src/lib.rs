@@ -4,6 +4,12 @@
 //! - [`MockIdpServer`] and [`ProxyServer`]: the real servers on
 //!   `127.0.0.1:0`, stopped when dropped.
 //! - [`conformance::check_store`]: the contract every shared store passes.
+//! - [`answers::answer_of`] and [`answers::metric`]: a token answer's status,
+//!   `Cache-Status` and JSON body at once; one series of the metrics text.
+//! - [`last_value_idp::LastValueIdp`]: a token endpoint that reads repeated
+//!   parameters and headers the other way (last copy wins), to catch a proxy
+//!   that keys one reading and forwards another.
+//! - [`raw_http::post`]: HTTP/1.1 written by hand, for hostile requests.
 //! - [`moto::MotoServer`]: moto's AWS emulator (DynamoDB, KMS) on loopback.
 //! - [`redis::RedisServer`] and [`redis::RedisCluster`]: real Redis servers
 //!   (standalone, TLS with an ACL user, cluster) on free loopback ports.
@@ -24,8 +30,11 @@
 //!
 //! This crate has no feature flags.
 
+pub mod answers;
 pub mod conformance;
 mod flaky;
+pub mod last_value_idp;
+pub mod raw_http;
 
 pub use flaky::{FlakyStore, OutageSwitch};
 pub mod moto;
@@ -38,7 +47,7 @@ use std::time::Duration;
 
 use tokencache_core::{Clock, SystemClock, UnixMillis};
 use tokencache_mock_idp::{MockIdp, MockIdpConfig};
-use tokencache_proxy::{AdminToken, Proxy, ProxyConfig, RouteConfig};
+use tokencache_proxy::{AdminToken, Limits, Proxy, ProxyConfig, RouteConfig, ServeOptions};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
@@ -168,10 +177,21 @@ impl ProxyServer {
         let (listener, addr) = bind_loopback().await;
         let (admin, admin_addr) = bind_loopback().await;
         let (stop, stopped) = oneshot::channel::<()>();
-        let served = tokio::spawn(tokencache_proxy::serve(
+        // Every caller of a test is 127.0.0.1, standing in for many hosts:
+        // no per-address connection limit (crates/proxy/tests/connections.rs
+        // tests it).
+        let options = ServeOptions {
+            limits: Limits {
+                max_connections_per_ip: 0,
+                ..Limits::default()
+            },
+            tls: None,
+        };
+        let served = tokio::spawn(tokencache_proxy::serve_with(
             proxy.clone(),
             listener,
             Some(admin),
+            options,
             async move {
                 let _ = stopped.await;
             },

@@ -10,9 +10,11 @@
 //! One pooled [`reqwest`] client per process (HTTP/1.1 and HTTP/2 by ALPN,
 //! rustls with the platform's roots plus an optional private CA), with
 //! connect and request timeouts, a cap on the answer's size, and the
-//! hop-by-hop hygiene of a proxy: [`forwardable_headers`] decides what of a
-//! caller's request travels on, [`UpstreamResponse`] what of the answer
-//! travels back.
+//! hop-by-hop hygiene of a proxy: a cacheable load is sent as
+//! [`FetchRequest::token_form`] builds it (from the parsed request, with the
+//! proxy's own headers only), a pass-through request with what
+//! [`forwardable_headers`] lets travel on, and [`UpstreamResponse`] is what
+//! of the answer travels back.
 //!
 //! ```no_run
 //! use bytes::Bytes;

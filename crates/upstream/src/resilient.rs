@@ -5,9 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, StatusCode, header};
+use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
 use reqwest::Url;
 use tokencache_core::{Backoff, Clock, parse_retry_after};
+use tokencache_retry::{Retry, Verdict};
 use tokio::time::Instant;
 
 use crate::breaker::{BreakerConfig, BreakerState, CircuitBreaker};
@@ -57,6 +59,10 @@ pub struct NoObserver;
 impl Observer for NoObserver {}
 
 /// A request to send, owned so that it can be sent again.
+///
+/// A cacheable load is built with [`FetchRequest::token_form`] from the
+/// parsed request its cache key came from; a pass-through request carries
+/// the caller's own query, headers and body.
 #[derive(Debug, Clone)]
 pub struct FetchRequest {
     /// The caller's query string.
@@ -67,6 +73,38 @@ pub struct FetchRequest {
     /// The form body.
     pub body: Bytes,
 }
+
+impl FetchRequest {
+    /// A token request the proxy built itself: `body` (form-urlencoded) and,
+    /// for `client_secret_basic`, the `Authorization` value. The only other
+    /// headers are the proxy's own `Content-Type`, `Accept` and
+    /// `User-Agent`: nothing of the caller's request travels unless it was
+    /// parsed, so nothing the cache key did not see reaches the upstream
+    /// (and no `Connection` header can strip what was keyed).
+    #[must_use]
+    pub fn token_form(body: Bytes, authorization: Option<HeaderValue>) -> Self {
+        let mut headers = HeaderMap::with_capacity(4);
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/x-www-form-urlencoded"),
+        );
+        headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+        headers.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
+        if let Some(mut authorization) = authorization {
+            // Never indexed by HPACK over HTTP/2.
+            authorization.set_sensitive(true);
+            headers.insert(AUTHORIZATION, authorization);
+        }
+        Self {
+            query: None,
+            headers,
+            body,
+        }
+    }
+}
+
+/// The `User-Agent` of requests the proxy builds.
+const USER_AGENT_VALUE: &str = concat!("tokencache/", env!("CARGO_PKG_VERSION"));
 
 /// Why a fetch produced no answer to pass on.
 #[derive(Debug, thiserror::Error)]
@@ -163,38 +201,31 @@ impl Upstream {
         is_failure: &(dyn Fn(&UpstreamResponse) -> bool + Sync),
         observer: &dyn Observer,
     ) -> Result<UpstreamResponse, FetchError> {
-        let mut attempts = 0u32;
-        let mut previous: Option<Result<Attempt, FetchError>> = None;
-        loop {
-            let result = self
-                .attempt(request, priority, deadline, is_failure, observer)
-                .await;
-            attempts += 1;
-            let (reason, retry_after) = match &result {
-                Ok(Attempt::Answer(_)) => return result.map(Attempt::into_answer),
-                Ok(Attempt::Failed(answer)) => {
-                    (RetryReason::Answer(answer.status), self.retry_after(answer))
-                }
-                Err(FetchError::Upstream(error)) if error.is_retryable() => {
-                    (RetryReason::Transport, None)
-                }
-                // Refused by the budget or the breaker on a retry: the
-                // previous attempt's result says more than the refusal.
-                Err(_) => return previous.unwrap_or(result).map(Attempt::into_answer),
-            };
-            if !self.backoff.may_retry(attempts) {
-                return result.map(Attempt::into_answer);
-            }
-            let delay =
-                self.backoff
-                    .delay_honouring(attempts - 1, rand::random::<f64>(), retry_after);
-            if Instant::now() + delay >= deadline {
-                return result.map(Attempt::into_answer);
-            }
-            observer.retry(reason);
-            tokio::time::sleep(delay).await;
-            previous = Some(result);
-        }
+        Retry::new(self.backoff)
+            .deadline(deadline)
+            .run(
+                |_| self.attempt(request, priority, deadline, is_failure, observer),
+                |result| match result {
+                    Ok(Attempt::Answer(_)) => Verdict::Stop,
+                    Ok(Attempt::Failed(answer)) => self
+                        .retry_after(answer)
+                        .map_or(Verdict::Retry, Verdict::RetryAfter),
+                    Err(FetchError::Upstream(error)) if error.is_retryable() => Verdict::Retry,
+                    // Refused by the budget or the breaker on a retry: the
+                    // previous attempt's result says more than the refusal.
+                    Err(_) => Verdict::Discard,
+                },
+                |result, _| {
+                    observer.retry(match result {
+                        Ok(Attempt::Failed(answer) | Attempt::Answer(answer)) => {
+                            RetryReason::Answer(answer.status)
+                        }
+                        Err(_) => RetryReason::Transport,
+                    });
+                },
+            )
+            .await
+            .map(Attempt::into_answer)
     }
 
     /// The wait an answer asks for with `Retry-After`.
@@ -285,5 +316,33 @@ impl Attempt {
         match self {
             Self::Answer(answer) | Self::Failed(answer) => answer,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_form_carries_only_the_proxys_own_headers() {
+        let request = FetchRequest::token_form(
+            Bytes::from_static(b"grant_type=client_credentials"),
+            Some(HeaderValue::from_static("Basic YTpi")),
+        );
+        assert_eq!(request.query, None);
+        let mut names: Vec<_> = request.headers.keys().map(|n| n.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(
+            names,
+            ["accept", "authorization", "content-type", "user-agent"]
+        );
+        assert!(request.headers[AUTHORIZATION].is_sensitive());
+        assert!(
+            request.headers[USER_AGENT]
+                .to_str()
+                .is_ok_and(|agent| agent.starts_with("tokencache/"))
+        );
+        let body_credentials = FetchRequest::token_form(Bytes::new(), None);
+        assert!(!body_credentials.headers.contains_key(AUTHORIZATION));
     }
 }

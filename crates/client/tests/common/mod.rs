@@ -6,14 +6,17 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use tokencache_client::{Backoff, ClientCredentials, ClientCredentialsBuilder};
+use tokencache_client::{
+    AccessToken, Backoff, BoxFuture, ClientCredentials, ClientCredentialsBuilder, Error,
+    TokenOptions, TokenSource,
+};
 use tokencache_mock_idp::{MockIdp, MockIdpConfig};
 use tokencache_test_support::{ManualClock, MockIdpServer, bind_loopback};
 use tokio::sync::oneshot;
@@ -30,6 +33,21 @@ pub fn demo_source(token_url: &str) -> ClientCredentialsBuilder {
 /// Quick retries, so failing tests fail fast.
 pub fn quick_backoff(attempts: u32) -> Backoff {
     Backoff::new(Duration::from_millis(1), Duration::from_millis(5), attempts)
+}
+
+/// `clock` as the client library's clock, which speaks `SystemTime`: the
+/// source and the IdP then share one manual time.
+pub fn client_clock(clock: &ManualClock) -> Arc<dyn tokencache_client::Clock> {
+    Arc::new(ClientClock(clock.clone()))
+}
+
+#[derive(Debug)]
+struct ClientClock(ManualClock);
+
+impl tokencache_client::Clock for ClientClock {
+    fn now(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(tokencache_core::Clock::now(&self.0).0)
+    }
 }
 
 /// A mock IdP on a manual clock, issuing tokens that live `lifetime`.
@@ -207,4 +225,42 @@ async fn api(State(api): State<Arc<ApiState>>, headers: HeaderMap) -> Response {
             .into_response();
     }
     (StatusCode::OK, "ok").into_response()
+}
+
+/// A fake token source: numbered tokens (`fake1`, `fake2`, …) of a given
+/// type; it records the options it was asked with and the tokens it was
+/// told were refused.
+pub struct FakeSource {
+    token_type: &'static str,
+    issued: AtomicU32,
+    pub asked: Mutex<Vec<TokenOptions>>,
+    pub refused: Mutex<Vec<String>>,
+}
+
+impl FakeSource {
+    pub fn new(token_type: &'static str) -> Arc<Self> {
+        Arc::new(Self {
+            token_type,
+            issued: AtomicU32::new(0),
+            asked: Mutex::default(),
+            refused: Mutex::default(),
+        })
+    }
+}
+
+impl TokenSource for FakeSource {
+    fn token_with(&self, options: TokenOptions) -> BoxFuture<'_, Result<AccessToken, Error>> {
+        self.asked.lock().unwrap().push(options);
+        let n = self.issued.fetch_add(1, Ordering::SeqCst) + 1;
+        let answer = format!(
+            r#"{{"access_token":"fake{n}","token_type":"{}","expires_in":60}}"#,
+            self.token_type
+        );
+        let token = AccessToken::from_response(answer.as_bytes(), UNIX_EPOCH);
+        Box::pin(std::future::ready(token))
+    }
+
+    fn invalidate_token(&self, token: &AccessToken) {
+        self.refused.lock().unwrap().push(token.secret().to_owned());
+    }
 }

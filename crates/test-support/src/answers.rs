@@ -1,0 +1,95 @@
+//! Reading what a proxy answered: a token answer's status, `Cache-Status`
+//! and JSON body in one call, and one series of its Prometheus metrics.
+//!
+//! ```no_run
+//! use tokencache_test_support::answers::{answer_of, metric};
+//! # async fn example(proxy: tokencache_test_support::ProxyServer) {
+//! let (status, cache_status, body) =
+//!     answer_of(proxy.token_request("demo-client", "demo-secret", "grant_type=client_credentials").await)
+//!         .await;
+//! assert_eq!((status, cache_status.as_str()), (200, "tokencache; fwd=miss; stored"));
+//! assert!(body["access_token"].is_string());
+//! let misses = metric(&proxy.metrics().await, r#"tokencache_requests_total{outcome="miss"}"#);
+//! assert_eq!(misses, Some(1));
+//! # }
+//! ```
+
+use serde_json::Value;
+
+/// The status, the `Cache-Status` header (empty when there is none) and the
+/// JSON body of `response`.
+///
+/// The proxy answers JSON on every path, its own errors included, so a body
+/// that is not JSON fails the test here, with the text in the message.
+///
+/// # Panics
+/// If `Cache-Status` is not visible ASCII, or the body cannot be read or is
+/// not JSON.
+pub async fn answer_of(response: reqwest::Response) -> (u16, String, Value) {
+    let status = response.status().as_u16();
+    let cache_status = response
+        .headers()
+        .get("cache-status")
+        .map(|value| {
+            value
+                .to_str()
+                .unwrap_or_else(|error| panic!("Cache-Status is not text: {error}"))
+                .to_owned()
+        })
+        .unwrap_or_default();
+    let text = response
+        .text()
+        .await
+        .unwrap_or_else(|error| panic!("reading a {status} answer: {error}"));
+    let body = serde_json::from_str(&text)
+        .unwrap_or_else(|error| panic!("a {status} answer that is not JSON ({error}): {text:?}"));
+    (status, cache_status, body)
+}
+
+/// The value of `series` (its name and labels as the exporter prints them,
+/// e.g. `tokencache_refreshes_total{result="ok"}`) in the Prometheus text
+/// `metrics`, or `None` when the series is absent or not a whole number.
+#[must_use]
+pub fn metric(metrics: &str, series: &str) -> Option<u64> {
+    metrics
+        .lines()
+        // The space keeps `a_total` from matching a line of `a_total_bytes`.
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::metric;
+
+    const TEXT: &str = "\
+# HELP tokencache_requests_total Token requests by outcome.
+# TYPE tokencache_requests_total counter
+tokencache_requests_total{outcome=\"hit\"} 41
+tokencache_requests_total{outcome=\"miss\"} 2
+tokencache_cache_entries_bytes 512
+tokencache_cache_entries 1
+";
+
+    #[test]
+    fn reads_the_series_named_and_no_other() {
+        assert_eq!(
+            metric(TEXT, r#"tokencache_requests_total{outcome="miss"}"#),
+            Some(2)
+        );
+        assert_eq!(
+            metric(TEXT, r#"tokencache_requests_total{outcome="hit"}"#),
+            Some(41)
+        );
+        assert_eq!(metric(TEXT, "tokencache_cache_entries"), Some(1));
+    }
+
+    #[test]
+    fn an_absent_series_is_none() {
+        assert_eq!(
+            metric(TEXT, r#"tokencache_requests_total{outcome="error"}"#),
+            None
+        );
+        assert_eq!(metric(TEXT, "tokencache_requests_total"), None);
+    }
+}
