@@ -13,11 +13,10 @@ use tokencache_proxy::{Proxy, ProxyConfig, RouteConfig};
 use tokio::net::TcpListener;
 
 use crate::cli::DemoArgs;
-use crate::{logging, shutdown};
+use crate::shutdown;
 
-/// Runs the demo until SIGINT/SIGTERM.
+/// Runs the demo until SIGINT/SIGTERM (logging already set up).
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
-    logging::init(&args.log).map_err(anyhow::Error::msg)?;
     let idp_listener = bind_or_any(args.idp_listen).await?;
     let proxy_listener = bind_or_any(args.listen).await?;
     let admin_listener = bind_or_any(args.admin_listen).await?;

@@ -7,8 +7,9 @@
 //! tokencache token --token-url URL --client-id ID --scope api/read
 //! ```
 //!
-//! `main` only wires: logging, settings (exit 64 when unusable), build,
-//! bind, log the addresses, serve until a signal, drain under a timeout.
+//! `main` only wires: settings (exit 64 when unusable: a bad flag, value,
+//! variable or config file alike), logging, build, bind, log the
+//! addresses, serve until a signal, drain under a timeout.
 
 // The doc comments of the command-line types are clap's --help text, read
 // in a terminal, not rustdoc markup: URLs and <placeholders> stay as typed.
@@ -20,6 +21,7 @@
 
 mod cli;
 mod demo;
+mod environment;
 mod logging;
 mod settings;
 mod shutdown;
@@ -36,14 +38,19 @@ use tokencache_mock_idp::{MockIdp, MockIdpConfig};
 use tokencache_proxy::{Proxy, ReloadableTls, ServeOptions};
 use tokio::net::TcpListener;
 
-use crate::cli::{Cli, Command, MockIdpArgs, ServeArgs, StoreCommand};
-use crate::settings::{FileConfig, ProcessEnvironment, ServeSettings, SettingsError};
+use crate::cli::{Cli, Command, MockIdpArgs, StoreCommand};
+use crate::environment::ProcessEnvironment;
+use crate::settings::{LogArgs, ServeArgs, ServeSettings, SettingsError};
 
-/// `EX_USAGE` from sysexits(3): the configuration is unusable.
-const EXIT_CONFIG: u8 = 64;
+/// `EX_USAGE` from sysexits(3): the command line or the configuration is
+/// unusable.
+const EXIT_USAGE: u8 = 64;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return usage(&error),
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -56,12 +63,18 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve(*args).await,
-            Command::Demo(args) => demo::run(args).await.map_err(Failure::Run),
-            Command::MockIdp(args) => mock_idp(args).await.map_err(Failure::Run),
+            Command::Serve(args) => serve(args).await,
+            Command::Demo(args) => {
+                init_logging(&args.log)?;
+                demo::run(args).await.map_err(Failure::Run)
+            }
+            Command::MockIdp(args) => {
+                init_logging(&args.log)?;
+                mock_idp(args).await.map_err(Failure::Run)
+            }
             Command::Token(args) => token_command::run(args).await.map_err(Failure::Run),
             Command::Store(StoreCommand::Init { store, log }) => {
-                logging::init(&log).map_err(Failure::Config)?;
+                init_logging(&log)?;
                 store::init(&store).await.map_err(Failure::Run)
             }
         }
@@ -70,13 +83,26 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Config(error)) => {
             eprintln!("tokencache: invalid configuration: {error}");
-            ExitCode::from(EXIT_CONFIG)
+            ExitCode::from(EXIT_USAGE)
         }
         Err(Failure::Run(error)) => {
             tracing::error!("{error:#}");
             eprintln!("tokencache: {error:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Prints clap's message: help and version on stdout (exit 0), a bad
+/// command line on stderr with exit 64, like a bad configuration, rather
+/// than clap's own 2.
+fn usage(error: &clap::Error) -> ExitCode {
+    // Nothing more can be said if the terminal is gone.
+    let _ = error.print();
+    if error.use_stderr() {
+        ExitCode::from(EXIT_USAGE)
+    } else {
+        ExitCode::SUCCESS
     }
 }
 
@@ -94,12 +120,14 @@ impl From<SettingsError> for Failure {
     }
 }
 
+/// Logging for the subcommands other than `serve`, which reads its logging
+/// settings with the others (config file included).
+fn init_logging(args: &LogArgs) -> Result<(), Failure> {
+    logging::init(&args.settings()?).map_err(Failure::Config)
+}
+
 async fn serve(args: ServeArgs) -> Result<(), Failure> {
-    let file = match &args.config {
-        Some(path) => FileConfig::load(path)?,
-        None => FileConfig::default(),
-    };
-    let mut settings = ServeSettings::resolve(args, file, &ProcessEnvironment)?;
+    let mut settings = ServeSettings::load(args, &ProcessEnvironment)?;
     logging::init(&settings.log).map_err(Failure::Config)?;
     settings.proxy.shared_store = settings.store.open(&ProcessEnvironment).await?;
     if let Some(shared) = &settings.proxy.shared_store {
@@ -146,7 +174,6 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
 }
 
 async fn mock_idp(args: MockIdpArgs) -> anyhow::Result<()> {
-    logging::init(&args.log).map_err(anyhow::Error::msg)?;
     let mut config = MockIdpConfig {
         token_lifetime: std::time::Duration::from_secs(args.token_lifetime),
         latency: std::time::Duration::from_millis(args.latency),

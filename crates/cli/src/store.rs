@@ -6,12 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
-use tokencache_core::{EncryptionKey, KeyRing, SharedStore};
+use tokencache_core::{EncryptionKey, KeyRing, SharedStore, SystemClock};
 use tokencache_dynamodb_store::{DynamoDbConfig, DynamoDbStore};
+use tokencache_memory_store::InProcessSharedStore;
 use tokencache_proxy::SharedStoreConfig;
 use tokencache_redis_store::{RedisConfig, RedisStore};
 
-use crate::settings::{Environment, SettingsError};
+use crate::environment::Environment;
+use crate::settings::error::{SettingsError, invalid};
 
 /// The environment variable holding encryption keys (base64; several,
 /// comma-separated, the first active).
@@ -47,15 +49,16 @@ impl StoreSpec {
     /// Parses `--store`.
     ///
     /// # Errors
-    /// An unknown scheme, or a bad Redis URL (its message holds no password).
-    pub fn parse(text: &str) -> Result<Self, SettingsError> {
+    /// What is wrong: an unknown scheme, or a bad Redis URL. The message
+    /// never quotes the URL, which may hold a password.
+    pub fn parse(text: &str) -> Result<Self, String> {
         let text = text.trim();
         if text.eq_ignore_ascii_case("memory") {
             return Ok(Self::Memory);
         }
         if let Some(table) = text.strip_prefix("dynamodb://") {
             if table.is_empty() || table.contains('/') {
-                return Err(invalid("store", "expected dynamodb://TABLE"));
+                return Err("expected dynamodb://TABLE".to_owned());
             }
             return Ok(Self::DynamoDb(table.to_owned()));
         }
@@ -64,13 +67,14 @@ impl StoreSpec {
             scheme,
             "redis" | "rediss" | "redis-cluster" | "rediss-cluster"
         ) {
-            RedisConfig::parse(text).map_err(|error| invalid("store", error.to_string()))?;
+            RedisConfig::parse(text).map_err(|error| error.to_string())?;
             return Ok(Self::Redis(text.to_owned()));
         }
-        Err(invalid(
-            "store",
-            "expected memory, redis://, rediss://, redis-cluster://, rediss-cluster:// or dynamodb://TABLE",
-        ))
+        Err(
+            "expected memory, redis://, rediss://, redis-cluster://, rediss-cluster:// \
+             or dynamodb://TABLE"
+                .to_owned(),
+        )
     }
 
     /// Whether this store is shared (and so needs an encryption key).
@@ -103,11 +107,40 @@ pub struct StoreSettings {
     /// The CA file for `rediss://`.
     pub ca_file: Option<PathBuf>,
     /// The Redis key prefix.
-    pub prefix: Option<String>,
+    pub prefix: String,
     /// The memory tier's bound.
     pub l1_ttl: Duration,
-    /// The bound of one store operation.
+    /// The proxy's bound of one store operation.
     pub op_timeout: Duration,
+    /// The Redis client's own bound of one operation, when the user set
+    /// one; otherwise the client keeps its own default, which is shorter
+    /// than the proxy's so that a slow Redis fails before the proxy gives up
+    /// on it.
+    pub redis_op_timeout: Option<Duration>,
+}
+
+impl Default for StoreSettings {
+    /// The memory store, and the libraries' own defaults for everything a
+    /// shared store would use.
+    fn default() -> Self {
+        // The proxy's shared-tier timings exist only inside a
+        // `SharedStoreConfig`, which needs a store and keys: an empty
+        // in-process store and a throwaway key, dropped at once, stand in.
+        // (Constants for them in the proxy crate would make this go away.)
+        let timings = SharedStoreConfig::new(
+            Arc::new(InProcessSharedStore::new(Arc::new(SystemClock))),
+            KeyRing::new(EncryptionKey::from_bytes([0; 32]), Vec::new()),
+        );
+        Self {
+            spec: StoreSpec::Memory,
+            keys: None,
+            ca_file: None,
+            prefix: tokencache_redis_store::DEFAULT_PREFIX.to_owned(),
+            l1_ttl: timings.l1_ttl,
+            op_timeout: timings.op_timeout,
+            redis_op_timeout: None,
+        }
+    }
 }
 
 impl StoreSettings {
@@ -142,10 +175,10 @@ impl StoreSettings {
                 let mut config =
                     RedisConfig::parse(url).map_err(|error| invalid("store", error.to_string()))?;
                 config.ca_file.clone_from(&self.ca_file);
-                if let Some(prefix) = &self.prefix {
-                    config.prefix.clone_from(prefix);
+                config.prefix.clone_from(&self.prefix);
+                if let Some(timeout) = self.redis_op_timeout {
+                    config.op_timeout = timeout;
                 }
-                config.op_timeout = self.op_timeout;
                 Arc::new(
                     RedisStore::connect_lazy(config)
                         .await
@@ -243,7 +276,7 @@ fn keys_from_lines<'a>(
 /// # Errors
 /// An unknown store, or DynamoDB's refusal.
 pub async fn init(store: &str) -> anyhow::Result<()> {
-    match StoreSpec::parse(store).map_err(|error| anyhow::anyhow!("{error}"))? {
+    match StoreSpec::parse(store).map_err(|message| anyhow::anyhow!("store: {message}"))? {
         StoreSpec::DynamoDb(table) => {
             tokencache_dynamodb_store::create_table(&table, &DynamoDbConfig::default()).await?;
             tracing::info!(table, "DynamoDB table ready, TTL enabled on `exp`");
@@ -252,13 +285,6 @@ pub async fn init(store: &str) -> anyhow::Result<()> {
         StoreSpec::Redis(_) | StoreSpec::Memory => {
             anyhow::bail!("only dynamodb://TABLE needs creating; Redis and memory need nothing")
         }
-    }
-}
-
-fn invalid(setting: &'static str, message: impl Into<String>) -> SettingsError {
-    SettingsError::Invalid {
-        setting,
-        message: message.into(),
     }
 }
 
@@ -296,11 +322,7 @@ mod tests {
     fn a_shared_store_needs_a_key() {
         let settings = StoreSettings {
             spec: StoreSpec::Redis("redis://127.0.0.1:6379".into()),
-            keys: None,
-            ca_file: None,
-            prefix: None,
-            l1_ttl: Duration::from_secs(30),
-            op_timeout: Duration::from_millis(500),
+            ..StoreSettings::default()
         };
         let none: HashMap<String, String> = HashMap::new();
         let error = settings.validate(&none).unwrap_err();
@@ -318,14 +340,7 @@ mod tests {
         let b64 = |byte: u8| base64::engine::general_purpose::STANDARD.encode([byte; 32]);
         let mut env: HashMap<String, String> = HashMap::new();
         env.insert(ENCRYPTION_KEY_VAR.into(), format!("{},{}", b64(2), b64(1)));
-        let settings = StoreSettings {
-            spec: StoreSpec::Memory,
-            keys: None,
-            ca_file: None,
-            prefix: None,
-            l1_ttl: Duration::from_secs(30),
-            op_timeout: Duration::from_millis(500),
-        };
+        let settings = StoreSettings::default();
         let ring = settings.key_ring(&env).await.unwrap();
         assert_eq!(ring.active_id(), EncryptionKey::from_bytes([2; 32]).id());
 

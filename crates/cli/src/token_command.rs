@@ -13,7 +13,7 @@ use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 use tokencache_client::{AuthMethod, ClientCredentials};
 
-use crate::settings::{Environment, ProcessEnvironment};
+use crate::environment::{Environment, ProcessEnvironment};
 
 /// The environment variable holding the client secret.
 pub const CLIENT_SECRET_VAR: &str = "TOKENCACHE_CLIENT_SECRET";
@@ -24,7 +24,8 @@ pub struct TokenArgs {
     /// The token endpoint, e.g.
     /// https://<domain>.auth.<region>.amazoncognito.com/oauth2/token, or a
     /// tokencache proxy in front of it.
-    #[arg(long, env = "TOKENCACHE_TOKEN_URL")]
+    // A URL may carry credentials: --help never shows the variable's value.
+    #[arg(long, env = "TOKENCACHE_TOKEN_URL", hide_env_values = true)]
     pub token_url: String,
 
     /// The client id. The secret is read from TOKENCACHE_CLIENT_SECRET or,

@@ -140,28 +140,147 @@ upstream = "{idp_url}"
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Arguments, variables, and what the refusal names.
+type Refusal<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+
+/// Runs the binary with `args` and `env` (only for the child) to its end.
+fn run(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
+    let output = Command::new(BIN)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
 #[test]
 fn unusable_configuration_exits_64() {
-    for args in [
-        vec!["serve"],
-        vec!["serve", "--upstream", "not a url"],
-        vec![
-            "serve",
-            "--upstream",
-            "http://127.0.0.1:1/t",
-            "--refresh-at",
-            "2",
-        ],
-        vec!["serve", "--config", "/nonexistent/tokencache.toml"],
-    ] {
-        let output = Command::new(BIN).args(&args).output().unwrap();
-        assert_eq!(output.status.code(), Some(64), "{args:?}");
-        let stderr = String::from_utf8_lossy(&output.stderr);
+    let dir = std::env::temp_dir().join(format!("tokencache-cli-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let unknown_key = dir.join("unknown.toml");
+    std::fs::write(&unknown_key, "[server]\nmax_conections = 5\n").unwrap();
+    let unknown_key = unknown_key.to_str().unwrap();
+    let upstream = "http://127.0.0.1:1/t";
+    // Settings the proxy cannot run with, whether a flag, a variable or the
+    // file gave them: (arguments, variables, what the message names).
+    let cases: &[Refusal<'_>] = &[
+        (&["serve"], &[], "no route"),
+        (&["serve", "--upstream", "not a url"], &[], "not a URL"),
+        (
+            &["serve", "--upstream", upstream, "--refresh-at", "2"],
+            &[],
+            "refresh-at",
+        ),
+        (
+            &["serve", "--config", "/nonexistent/tokencache.toml"],
+            &[],
+            "config file",
+        ),
+        (&["serve", "--config", unknown_key], &[], "max_conections"),
+        (
+            &["serve", "--upstream", upstream, "--listen", "nowhere"],
+            &[],
+            "--listen",
+        ),
+        (
+            &["serve", "--upstream", upstream, "--retry-cap", "soon"],
+            &[],
+            "--retry-cap",
+        ),
+        (
+            &["serve", "--upstream", upstream],
+            &[("TOKENCACHE_MAX_HEADERS", "many")],
+            "TOKENCACHE_MAX_HEADERS",
+        ),
+        (
+            &["serve", "--upstream", upstream, "--tls-cert", "cert.pem"],
+            &[],
+            "tls",
+        ),
+    ];
+    for (args, env, named) in cases {
+        let (code, _, stderr) = run(args, env);
+        assert_eq!(code, Some(64), "{args:?} {env:?}: {stderr}");
         assert!(
             stderr.contains("invalid configuration"),
             "{args:?}: {stderr}"
         );
+        assert!(stderr.contains(named), "{args:?}: {stderr}");
     }
+    // What clap itself refuses exits 64 too, not clap's 2.
+    for args in [
+        &["serve", "--no-such-flag"][..],
+        &["serve", "--listen"],
+        &["no-such-command"],
+        &[
+            "token",
+            "--token-url",
+            upstream,
+            "--client-id",
+            "c",
+            "--auth-method",
+            "telepathy",
+        ],
+        &["mock-idp", "--latency", "slow"],
+        &["demo", "--listen", "nowhere"],
+    ] {
+        let (code, _, stderr) = run(args, &[]);
+        assert_eq!(code, Some(64), "{args:?}: {stderr}");
+        assert!(stderr.contains("error:"), "{args:?}: {stderr}");
+    }
+    let (code, _, stderr) = run(&[], &[]);
+    assert_eq!(
+        code,
+        Some(64),
+        "no command: usage, as for any other usage error"
+    );
+    assert!(stderr.contains("Usage:"), "{stderr}");
+    for args in [&["--help"][..], &["serve", "--help"], &["--version"]] {
+        let (code, stdout, _) = run(args, &[]);
+        assert_eq!(code, Some(0), "{args:?}");
+        assert!(!stdout.is_empty(), "{args:?}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_flag_beats_its_variable_which_beats_the_file() {
+    let dir = std::env::temp_dir().join(format!("tokencache-cli-layers-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("tokencache.toml");
+    std::fs::write(&config, "refresh_at = 0.5\n").unwrap();
+    let config = config.to_str().unwrap();
+    // No route, so that a run that gets past the settings stops at once;
+    // which error comes first shows which layer was read.
+    let bad_variable = [("TOKENCACHE_REFRESH_AT", "often")];
+    let (code, _, stderr) = run(&["serve", "--config", config], &bad_variable);
+    assert_eq!(code, Some(64));
+    assert!(
+        stderr.contains("TOKENCACHE_REFRESH_AT"),
+        "the variable over the file: {stderr}"
+    );
+    let (code, _, stderr) = run(
+        &["serve", "--config", config, "--refresh-at", "0.6"],
+        &bad_variable,
+    );
+    assert_eq!(code, Some(64));
+    assert!(
+        stderr.contains("no route"),
+        "the flag over the variable: {stderr}"
+    );
+    let (_, _, stderr) = run(
+        &["serve", "--config", config],
+        &[("TOKENCACHE_CONFIG", "/nonexistent")],
+    );
+    assert!(
+        stderr.contains("no route"),
+        "--config over TOKENCACHE_CONFIG: {stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -182,6 +301,14 @@ fn help_explains_every_flag() {
         "--cache-max-bytes",
         "--log-format",
         "TOKENCACHE_UPSTREAM",
+        // The real defaults, the libraries' own.
+        "[default: 127.0.0.1:8080]",
+        "[default: 0.75]",
+        "[default: 10%]",
+        "[default: 1d]",
+        "[default: 64MiB]",
+        "[default: 500ms]",
+        "[default: tokencache:]",
     ] {
         assert!(help.contains(flag), "serve --help lacks {flag}:\n{help}");
     }
@@ -193,6 +320,69 @@ fn help_explains_every_flag() {
         let output = Command::new(BIN).args(&command).output().unwrap();
         assert!(output.status.success(), "{command:?}");
     }
+}
+
+#[test]
+fn help_never_prints_a_secret_variable() {
+    let secrets = [
+        (
+            "TOKENCACHE_STORE",
+            "rediss://tokencache:store-pw-1@cache.example:6380",
+        ),
+        (
+            "TOKENCACHE_UPSTREAM",
+            "https://user:upstream-pw-2@idp.example/oauth2/token",
+        ),
+        (
+            "TOKENCACHE_TOKEN_URL",
+            "https://user:token-url-pw-3@idp.example/oauth2/token",
+        ),
+        ("TOKENCACHE_ENCRYPTION_KEY", "ZW5jcnlwdGlvbi1rZXktNA=="),
+        ("TOKENCACHE_HMAC_KEY", "aG1hYy1rZXktNQ=="),
+        ("TOKENCACHE_ADMIN_TOKEN", "admin-token-6"),
+        ("TOKENCACHE_CLIENT_SECRET", "client-secret-7"),
+    ];
+    // A variable that is no secret is shown: proof that the values were in
+    // the children's environment and that help prints such values.
+    let control = ("TOKENCACHE_LISTEN", "127.0.0.1:4321");
+    let env: Vec<_> = secrets.iter().copied().chain([control]).collect();
+    let mut seen_control = false;
+    for args in [
+        &["serve", "--help"][..],
+        &["serve", "-h"],
+        &["token", "--help"],
+        &["--help"],
+        &["help", "serve"],
+        &["demo", "--help"],
+        &["mock-idp", "--help"],
+        &["store", "init", "--help"],
+    ] {
+        let (code, stdout, stderr) = run(args, &env);
+        assert_eq!(code, Some(0), "{args:?}: {stderr}");
+        let output = format!("{stdout}{stderr}");
+        seen_control |= output.contains(control.1);
+        for (name, value) in secrets {
+            assert!(!output.contains(value), "{args:?} prints {name}:\n{output}");
+        }
+        // Nor any part of one (a password alone).
+        for part in ["store-pw-1", "upstream-pw-2", "token-url-pw-3"] {
+            assert!(!output.contains(part), "{args:?}:\n{output}");
+        }
+    }
+    assert!(seen_control, "no help printed TOKENCACHE_LISTEN's value");
+    let (_, serve_help, _) = run(&["serve", "--help"], &env);
+    assert!(
+        serve_help.contains("[env: TOKENCACHE_STORE]"),
+        "the variable is named, its value hidden:\n{serve_help}"
+    );
+    // Nor does a refusal of such a value.
+    let (code, _, stderr) = run(
+        &["serve", "--upstream", "http://127.0.0.1:1/t"],
+        &[("TOKENCACHE_STORE", "redis://:store-pw-8@")],
+    );
+    assert_eq!(code, Some(64), "{stderr}");
+    assert!(stderr.contains("TOKENCACHE_STORE"), "{stderr}");
+    assert!(!stderr.contains("store-pw-8"), "{stderr}");
 }
 
 #[tokio::test]

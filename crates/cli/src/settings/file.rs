@@ -1,0 +1,171 @@
+//! The config file (`--config`), the layer under flags and variables: the
+//! declared settings' file keys, and `[[routes]]`.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::settings::declarations::SERVE;
+use crate::settings::draft::Draft;
+use crate::settings::error::{SettingsError, invalid};
+use crate::settings::setting::{Declared, FileKey};
+
+/// `[[routes]]`: a path and the token endpoint behind it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRoute {
+    /// The path the proxy answers on.
+    pub path: String,
+    /// The token endpoint.
+    pub upstream: String,
+}
+
+/// One setting's value in the file.
+#[derive(Clone)]
+struct FileValue {
+    setting: &'static dyn Declared,
+    /// The key as written, for messages.
+    place: String,
+    text: String,
+}
+
+/// A read config file: every value already checked.
+#[derive(Clone, Default)]
+pub struct FileConfig {
+    path: PathBuf,
+    values: Vec<FileValue>,
+    /// The routes it declares.
+    pub routes: Vec<FileRoute>,
+}
+
+impl std::fmt::Debug for FileConfig {
+    /// Keys, not values, like the command line's.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileConfig")
+            .field("path", &self.path)
+            .field(
+                "keys",
+                &self.values.iter().map(|v| &v.place).collect::<Vec<_>>(),
+            )
+            .field("routes", &self.routes)
+            .finish()
+    }
+}
+
+impl FileConfig {
+    /// Reads and checks a config file.
+    ///
+    /// # Errors
+    /// [`SettingsError`] when it cannot be read, is not TOML, has a key no
+    /// setting has, or a value that is not valid.
+    pub fn load(path: &Path) -> Result<Self, SettingsError> {
+        let text = std::fs::read_to_string(path).map_err(|source| SettingsError::ReadFile {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and checks the text of a config file read from `path`.
+    ///
+    /// # Errors
+    /// See [`FileConfig::load`].
+    pub fn parse(text: &str, path: &Path) -> Result<Self, SettingsError> {
+        let error = |message: String| SettingsError::ParseFile {
+            path: path.to_owned(),
+            message,
+        };
+        let table: toml::Table = toml::from_str(text).map_err(|e| error(e.to_string()))?;
+        let mut file = Self {
+            path: path.to_owned(),
+            ..Self::default()
+        };
+        for (key, value) in table {
+            match value {
+                toml::Value::Array(routes) if key == "routes" => {
+                    for route in routes {
+                        let route = route
+                            .try_into()
+                            .map_err(|e| error(format!("[[routes]]: {e}")))?;
+                        file.routes.push(route);
+                    }
+                }
+                toml::Value::Table(entries) if is_section(&key) => {
+                    for (entry, value) in entries {
+                        file.take(Some(&key), &entry, &value).map_err(error)?;
+                    }
+                }
+                value => file.take(None, &key, &value).map_err(error)?,
+            }
+        }
+        Ok(file)
+    }
+
+    /// Records the value of `key` in `section`, checked.
+    fn take(
+        &mut self,
+        section: Option<&str>,
+        key: &str,
+        value: &toml::Value,
+    ) -> Result<(), String> {
+        let place = match section {
+            Some(section) => format!("[{section}] {key}"),
+            None => key.to_owned(),
+        };
+        let setting = SERVE
+            .iter()
+            .copied()
+            .find(|setting| setting.file().is(section, key))
+            .ok_or_else(|| format!("unknown key `{place}`"))?;
+        let text = match value {
+            toml::Value::String(text) => text.clone(),
+            toml::Value::Integer(number) => number.to_string(),
+            toml::Value::Float(number) => number.to_string(),
+            _ => return Err(format!("{place}: expected a string or a number")),
+        };
+        setting
+            .check(&text)
+            .map_err(|message| format!("{place}: {message}"))?;
+        if self
+            .values
+            .iter()
+            .any(|given| given.setting.name() == setting.name())
+        {
+            return Err(format!("{place}: given twice, by its old and its new name"));
+        }
+        self.values.push(FileValue {
+            setting,
+            place,
+            text,
+        });
+        Ok(())
+    }
+
+    /// Writes the file's value for `setting`, if any, into `draft`.
+    ///
+    /// # Errors
+    /// A value that is not valid (already checked as the file was read, so
+    /// only if a setting's check and use disagree).
+    pub fn apply(&self, setting: &dyn Declared, draft: &mut Draft) -> Result<(), SettingsError> {
+        let Some(value) = self
+            .values
+            .iter()
+            .find(|value| value.setting.name() == setting.name())
+        else {
+            return Ok(());
+        };
+        setting.apply(&value.text, draft).map_err(|message| {
+            invalid(
+                format!("{} in {}", value.place, self.path.display()),
+                message,
+            )
+        })
+    }
+}
+
+/// Whether `key` is a `[section]` some setting lives in.
+fn is_section(key: &str) -> bool {
+    SERVE
+        .iter()
+        .any(|setting| matches!(setting.file(), FileKey::In { section, .. } if section == key))
+}
