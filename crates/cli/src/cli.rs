@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use clap_complete::Shell;
 use tokencache_mock_idp::DEFAULT_TOKEN_LIFETIME;
 
 use crate::settings::{LogArgs, ServeArgs};
@@ -40,6 +41,30 @@ pub enum Command {
     /// The secret comes from TOKENCACHE_CLIENT_SECRET or standard input,
     /// never from the command line.
     Token(TokenArgs),
+    /// Print a shell completion script, e.g. `tokencache completions bash >
+    /// /usr/share/bash-completion/completions/tokencache`.
+    Completions(CompletionsArgs),
+    /// Write the manual pages: tokencache(1) to standard output, or with
+    /// --out-dir one page per command into a directory.
+    Man(ManArgs),
+}
+
+/// `tokencache completions`.
+#[derive(Debug, Clone, Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: Shell,
+}
+
+/// `tokencache man`.
+#[derive(Debug, Clone, Args)]
+pub struct ManArgs {
+    /// Write every page (tokencache.1, tokencache-serve.1, …) into this
+    /// directory, created if missing, instead of tokencache.1 to standard
+    /// output.
+    #[arg(long)]
+    pub out_dir: Option<PathBuf>,
 }
 
 /// `tokencache store …`.

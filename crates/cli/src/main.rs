@@ -5,11 +5,14 @@
 //! tokencache demo
 //! tokencache mock-idp --listen 127.0.0.1:8081
 //! tokencache token --token-url URL --client-id ID --scope api/read
+//! tokencache completions bash
+//! tokencache man --out-dir DIR
 //! ```
 //!
 //! `main` only wires: settings (exit 64 when unusable: a bad flag, value,
 //! variable or config file alike), logging, build, bind, log the
-//! addresses, serve until a signal, drain under a timeout.
+//! addresses, tell the service manager (systemd's `Type=notify`), serve
+//! until a signal, drain under a timeout.
 
 // The doc comments of the command-line types are clap's --help text, read
 // in a terminal, not rustdoc markup: URLs and <placeholders> stay as typed.
@@ -20,9 +23,12 @@
 )]
 
 mod cli;
+mod completions;
 mod demo;
 mod environment;
 mod logging;
+mod man_pages;
+mod service_manager;
 mod settings;
 mod shutdown;
 mod store;
@@ -38,8 +44,9 @@ use tokencache_mock_idp::{MockIdp, MockIdpConfig};
 use tokencache_proxy::{Proxy, ReloadableTls, ServeOptions};
 use tokio::net::TcpListener;
 
-use crate::cli::{Cli, Command, MockIdpArgs, StoreCommand};
+use crate::cli::{Cli, Command, ManArgs, MockIdpArgs, StoreCommand};
 use crate::environment::ProcessEnvironment;
+use crate::service_manager::Notifier;
 use crate::settings::{LogArgs, ServeArgs, ServeSettings, SettingsError};
 
 /// `EX_USAGE` from sysexits(3): the command line or the configuration is
@@ -73,6 +80,12 @@ fn main() -> ExitCode {
                 mock_idp(args).await.map_err(Failure::Run)
             }
             Command::Token(args) => token_command::run(args).await.map_err(Failure::Run),
+            Command::Completions(args) => {
+                completions::write(args.shell, &mut std::io::stdout().lock())
+                    .context("writing the completion script")
+                    .map_err(Failure::Run)
+            }
+            Command::Man(args) => man(&args).map_err(Failure::Run),
             Command::Store(StoreCommand::Init { store, log }) => {
                 init_logging(&log)?;
                 store::init(&store).await.map_err(Failure::Run)
@@ -147,30 +160,57 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
     for route in &settings.proxy.routes {
         tracing::info!(path = %route.path, upstream = %route.upstream, "route");
     }
+    let (listen_addr, admin_addr) = (local_addr(&listener)?, local_addr(&admin)?);
     tracing::info!(
-        listen = %listener.local_addr().map_err(|e| Failure::Run(e.into()))?,
-        admin = %admin.local_addr().map_err(|e| Failure::Run(e.into()))?,
+        listen = %listen_addr,
+        admin = %admin_addr,
         tls = tls.is_some(),
         "tokencache serving"
     );
-    if let Some(tls) = &tls {
-        shutdown::reload_on_hangup(tls.clone());
-    }
+    shutdown::reload_on_hangup(tls.clone());
+    // The listeners are bound: connections queue in their backlogs from
+    // here on, so the service manager may start the services that need it.
+    let notifier = Notifier::from_environment(&ProcessEnvironment, std::process::id());
+    notifier.ready(&format!(
+        "serving tokens on {listen_addr}, admin on {admin_addr}"
+    ));
+    notifier.spawn_watchdog();
+    let shutdown = async move {
+        shutdown::signal().await;
+        notifier.stopping();
+    };
     let options = ServeOptions {
         limits: settings.limits,
         tls,
+        workers: settings.workers,
     };
     tokencache_proxy::serve_with(
         proxy,
         listener,
         Some(admin),
         options,
-        shutdown::signal(),
+        shutdown,
         settings.shutdown_grace,
     )
     .await
     .context("serving")
     .map_err(Failure::Run)
+}
+
+fn local_addr(listener: &TcpListener) -> Result<std::net::SocketAddr, Failure> {
+    listener
+        .local_addr()
+        .map_err(|error| Failure::Run(error.into()))
+}
+
+/// `tokencache man`: one page to stdout, or every page into a directory.
+fn man(args: &ManArgs) -> anyhow::Result<()> {
+    match &args.out_dir {
+        None => man_pages::write_main(&mut std::io::stdout().lock()).context("writing the page"),
+        Some(dir) => std::fs::create_dir_all(dir)
+            .and_then(|()| man_pages::write_all(dir))
+            .with_context(|| format!("writing the pages into {}", dir.display())),
+    }
 }
 
 async fn mock_idp(args: MockIdpArgs) -> anyhow::Result<()> {

@@ -117,6 +117,12 @@ pub struct StoreSettings {
     /// than the proxy's so that a slow Redis fails before the proxy gives up
     /// on it.
     pub redis_op_timeout: Option<Duration>,
+    /// How long a load's lease lasts (renewed by its holder).
+    pub lease_ttl: Duration,
+    /// How often the fleet's purge log is read (and the store probed).
+    pub purge_poll: Duration,
+    /// Consecutive store failures that open the store breaker.
+    pub breaker_failures: u32,
 }
 
 impl Default for StoreSettings {
@@ -139,6 +145,9 @@ impl Default for StoreSettings {
             l1_ttl: timings.l1_ttl,
             op_timeout: timings.op_timeout,
             redis_op_timeout: None,
+            lease_ttl: timings.lease_ttl,
+            purge_poll: timings.purge_poll,
+            breaker_failures: timings.breaker_failures,
         }
     }
 }
@@ -195,6 +204,9 @@ impl StoreSettings {
         let mut config = SharedStoreConfig::new(store, ring);
         config.l1_ttl = self.l1_ttl;
         config.op_timeout = self.op_timeout;
+        config.lease_ttl = self.lease_ttl;
+        config.purge_poll = self.purge_poll;
+        config.breaker_failures = self.breaker_failures;
         Ok(Some(config))
     }
 

@@ -495,3 +495,82 @@ async fn https_certificates_reload_on_sighup() {
     assert_eq!(code, 0);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A drain waits for the requests in progress; a second SIGTERM does not.
+#[tokio::test]
+async fn a_second_sigterm_ends_the_drain_at_once() {
+    let mut idp = Running::start(Command::new(BIN).args([
+        "mock-idp",
+        "--listen",
+        "127.0.0.1:0",
+        "--log-format",
+        "json",
+        "--latency",
+        "30000",
+    ]));
+    // The drain would wait for this request as long as the IdP holds it.
+    let idp_url = log_field(&idp.wait_for_line("mock IdP serving"), "token_url");
+    let mut proxy = Running::start(Command::new(BIN).args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--log-format",
+        "json",
+        "--shutdown-grace",
+        "60s",
+        "--upstream",
+        &idp_url,
+    ]));
+    let listen = log_field(&proxy.wait_for_line("tokencache serving"), "listen");
+    // A request the slow IdP holds: the drain would wait for it.
+    let url = format!("http://{listen}/oauth2/token");
+    let in_flight = tokio::spawn(post_token_lenient(url));
+    let stats = idp_url.replace("/oauth2/token", "/stats");
+    let reached = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            let seen: Value = reqwest::get(&stats).await.unwrap().json().await.unwrap();
+            if seen["token_requests"].as_u64() >= Some(1) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    });
+    reached.await.expect("the request reached the IdP");
+    let pid = proxy.child.id().to_string();
+    let signal = |name: &str| {
+        assert!(
+            Command::new("kill")
+                .args([name, &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    };
+    signal("-TERM");
+    proxy.wait_for_line("shutting down");
+    // Still draining a moment later...
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(
+        proxy.child.try_wait().unwrap().is_none(),
+        "the drain ended early"
+    );
+    // ...until asked again.
+    let asked = std::time::Instant::now();
+    signal("-TERM");
+    let code = common::wait_with_timeout(&mut proxy.child, std::time::Duration::from_secs(5));
+    assert_eq!(code, 143);
+    assert!(asked.elapsed() < std::time::Duration::from_secs(3));
+    in_flight.abort();
+}
+
+/// Sends a token request and ignores how it ends.
+async fn post_token_lenient(url: String) {
+    let _ = reqwest::Client::new()
+        .post(url)
+        .basic_auth("demo-client", Some("demo-secret"))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await;
+}

@@ -33,7 +33,13 @@ impl AnswerClass {
                 Some("invalid_client" | "invalid_scope" | "unauthorized_client") => {
                     Self::ClientRejected
                 }
-                _ => Self::Other,
+                _ => match aws_error_type(body).as_deref() {
+                    // Cognito's native API: wrong credentials, no such user.
+                    Some("NotAuthorizedException" | "UserNotFoundException") => {
+                        Self::ClientRejected
+                    }
+                    _ => Self::Other,
+                },
             },
             _ => Self::Other,
         }
@@ -54,6 +60,18 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack
         .windows(needle.len())
         .any(|window| window == needle)
+}
+
+/// The `__type` of an AWS JSON error body, without a namespace
+/// (`com.amazonaws…#NotAuthorizedException` is `NotAuthorizedException`).
+fn aws_error_type(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct ErrorBody {
+        #[serde(rename = "__type")]
+        kind: String,
+    }
+    let kind = serde_json::from_slice::<ErrorBody>(body).ok()?.kind;
+    Some(kind.rsplit('#').next().unwrap_or_default().to_owned())
 }
 
 /// The `error` member of an RFC 6749 error body.
@@ -120,6 +138,22 @@ mod tests {
         assert_eq!(
             AnswerClass::of(400, br#"{"error":"unauthorized_client"}"#),
             AnswerClass::ClientRejected
+        );
+        for kind in [
+            "NotAuthorizedException",
+            "UserNotFoundException",
+            "x.y#NotAuthorizedException",
+        ] {
+            let body = format!(r#"{{"__type":"{kind}","message":"m"}}"#);
+            assert_eq!(
+                AnswerClass::of(400, body.as_bytes()),
+                AnswerClass::ClientRejected,
+                "{kind}"
+            );
+        }
+        assert_eq!(
+            AnswerClass::of(400, br#"{"__type":"InvalidParameterException"}"#),
+            AnswerClass::Other
         );
         assert!(AnswerClass::Throttled.is_retryable());
         assert!(AnswerClass::ServerError.is_retryable());

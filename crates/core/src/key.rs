@@ -5,12 +5,17 @@ use std::fmt;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
+use crate::cognito::CanonicalNativeRequest;
 use crate::request::TokenRequest;
 use crate::secret::HmacKey;
 
 /// Names the canonical-form version, so a change of layout can never make
 /// an old key collide with a new one.
 const DOMAIN: &[u8] = b"tokencache/cache-key/v1";
+
+/// The domain of native-API keys: no native request can share a key with
+/// an OAuth one, whatever their bytes.
+const NATIVE_DOMAIN: &[u8] = b"tokencache/cognito-native-key/v1";
 
 /// A cache key: 32 bytes of HMAC-SHA256.
 ///
@@ -132,6 +137,21 @@ impl KeyDeriver {
 }
 
 impl KeyDeriver {
+    /// The key of a cacheable native-API request on `route`: over the
+    /// operation and the canonical body, which holds every member of the
+    /// request (`ClientId`, `AuthFlow`, every `AuthParameters` entry,
+    /// `ClientMetadata`, `AnalyticsMetadata`, `Secret`, the `Scopes` set),
+    /// and which is exactly what goes upstream.
+    #[must_use]
+    pub fn derive_native(&self, route: &str, request: &CanonicalNativeRequest) -> CacheKey {
+        let mut mac = self.keyed.clone();
+        field(&mut mac, NATIVE_DOMAIN);
+        field(&mut mac, route.as_bytes());
+        field(&mut mac, request.operation().as_bytes());
+        field(&mut mac, request.body());
+        CacheKey(mac.finalize().into_bytes().into())
+    }
+
     /// The opaque tag of `client_id` that prefixes its entries' store keys.
     #[must_use]
     pub fn client_tag(&self, client_id: &str) -> ClientTag {
@@ -339,6 +359,139 @@ mod tests {
                 .contains(&fields[4].as_str()));
             let other = key_of(&d, "/t", None, &body(&fields));
             prop_assert_ne!(original, other);
+        }
+    }
+
+    mod native {
+        use super::*;
+        use crate::cognito::NativeRequest;
+
+        fn key(operation: &str, body: &str) -> CacheKey {
+            let request = NativeRequest::parse(operation, body.as_bytes()).unwrap();
+            deriver().derive_native("/", request.cacheable().unwrap())
+        }
+
+        fn sign_in(members: &[(&str, &str)], parameters: &[(&str, &str)]) -> String {
+            let mut body = serde_json::Map::new();
+            for (name, value) in members {
+                body.insert((*name).into(), (*value).into());
+            }
+            let parameters: serde_json::Map<_, _> = parameters
+                .iter()
+                .map(|(n, v)| ((*n).to_owned(), serde_json::Value::from(*v)))
+                .collect();
+            body.insert("AuthParameters".into(), parameters.into());
+            serde_json::Value::Object(body).to_string()
+        }
+
+        #[test]
+        fn a_wrong_password_is_another_key() {
+            let members = [("AuthFlow", "USER_PASSWORD_AUTH"), ("ClientId", "c")];
+            let right = key(
+                "InitiateAuth",
+                &sign_in(&members, &[("USERNAME", "u"), ("PASSWORD", "right")]),
+            );
+            let wrong = key(
+                "InitiateAuth",
+                &sign_in(&members, &[("USERNAME", "u"), ("PASSWORD", "wrong")]),
+            );
+            assert_ne!(right, wrong);
+        }
+
+        #[test]
+        fn native_and_oauth_keys_never_meet() {
+            let native = key("GetClientToken", r#"{"ClientId":"c","Secret":"s"}"#);
+            let oauth = key_of(
+                &deriver(),
+                "/",
+                None,
+                "grant_type=client_credentials&client_id=c&client_secret=s",
+            );
+            assert_ne!(native, oauth);
+        }
+
+        fn text() -> impl Strategy<Value = String> {
+            "[ -~é\\\"]{0,10}"
+        }
+
+        proptest! {
+            /// Member order, white space and escapes do not change the key.
+            #[test]
+            fn the_same_request_written_differently_shares_a_key(
+                parameters in proptest::collection::btree_map("[A-Z_]{1,12}", text(), 1..5),
+                metadata in proptest::collection::btree_map("[a-z]{1,6}", text(), 0..3),
+                client in "[a-z0-9]{1,12}",
+            ) {
+                let mut body = serde_json::Map::new();
+                body.insert("AuthFlow".into(), "REFRESH_TOKEN_AUTH".into());
+                body.insert("ClientId".into(), client.into());
+                let mut parameters: serde_json::Map<String, serde_json::Value> = parameters
+                    .into_iter().map(|(k, v)| (k, v.into())).collect();
+                parameters.insert("REFRESH_TOKEN".into(), "r".into());
+                body.insert("AuthParameters".into(), parameters.into());
+                body.insert("ClientMetadata".into(), serde_json::Value::Object(
+                    metadata.into_iter().map(|(k, v)| (k, v.into())).collect()));
+                let compact = serde_json::Value::Object(body.clone()).to_string();
+                // Pretty, with members in reverse order and ASCII escaped.
+                let mut reversed = String::from("{\n");
+                let members: Vec<_> = body.iter().rev().collect();
+                for (index, (name, value)) in members.iter().enumerate() {
+                    let value = serde_json::to_string_pretty(value).unwrap();
+                    let value: String = value.chars().map(|c| if c == 'é' {
+                        "\\u00e9".to_owned() } else { c.to_string() }).collect();
+                    reversed.push_str(&format!("  \"{name}\" :  {value}"));
+                    reversed.push_str(if index + 1 < members.len() { ",\n" } else { "\n" });
+                }
+                reversed.push('}');
+                prop_assert_eq!(key("InitiateAuth", &compact), key("InitiateAuth", &reversed));
+                // The canonical form is a fixed point.
+                let request = NativeRequest::parse("InitiateAuth", compact.as_bytes()).unwrap();
+                let canonical = request.cacheable().unwrap().body().to_vec();
+                let again = NativeRequest::parse("InitiateAuth", &canonical).unwrap();
+                prop_assert_eq!(&canonical[..], again.cacheable().unwrap().body());
+            }
+
+            /// Any changed member, parameter or metadata entry changes the key.
+            #[test]
+            fn any_change_changes_the_key(
+                username in "[a-z]{1,8}", password in text(), hash in text(),
+                metadata in text(), which in 0usize..6, changed in "[a-z]{1,4}",
+            ) {
+                let build = |fields: &[String; 6]| {
+                    serde_json::json!({
+                        "AuthFlow": fields[0], "ClientId": fields[1],
+                        "AuthParameters": {"USERNAME": fields[2], "PASSWORD": fields[3], "SECRET_HASH": fields[4]},
+                        "ClientMetadata": {"tenant": fields[5]},
+                    }).to_string()
+                };
+                let mut fields = [
+                    "USER_PASSWORD_AUTH".to_owned(), "client".to_owned(),
+                    username, password, hash, metadata,
+                ];
+                let original = key("InitiateAuth", &build(&fields));
+                if which == 0 {
+                    fields[0] = "REFRESH_TOKEN_AUTH".to_owned();
+                    let body = build(&fields).replace("\"USERNAME\"", "\"REFRESH_TOKEN\"");
+                    prop_assert_ne!(original, key("InitiateAuth", &body));
+                } else {
+                    fields[which].push_str(&changed);
+                    prop_assert_ne!(original, key("InitiateAuth", &build(&fields)));
+                }
+            }
+
+            #[test]
+            fn scope_order_and_repeats_share_a_key(
+                scopes in proptest::collection::vec("[a-z]{1,5}(/[a-z]{1,5})?", 1..6),
+                seed in any::<usize>(),
+            ) {
+                let mut shuffled = scopes.clone();
+                let n = shuffled.len();
+                shuffled.rotate_left(seed % n);
+                shuffled.push(scopes[seed % n].clone());
+                let body = |scopes: &[String]| serde_json::json!(
+                    {"ClientId": "c", "Secret": "s", "Scopes": scopes}).to_string();
+                prop_assert_eq!(key("GetClientToken", &body(&scopes)), key("GetClientToken", &body(&shuffled)));
+            }
         }
     }
 }

@@ -12,6 +12,10 @@
 //!   answer is worth retrying.
 //! - [`SharedStore`] is the contract of the shared stores (Redis,
 //!   DynamoDB), and [`KeyRing`] seals what goes into them with AES-256-GCM.
+//! - [`cognito`] does the same for Cognito's native API (AWS JSON 1.1):
+//!   strict parsing, a canonical body that is both keyed
+//!   ([`KeyDeriver::derive_native`]) and forwarded, and native answers as
+//!   cache entries.
 //! - [`Clock`] is the one source of time, so expiry logic is tested on a
 //!   manual clock without sleeping.
 //!
@@ -56,9 +60,11 @@
 mod backoff;
 mod classify;
 mod clock;
+pub mod cognito;
 mod form;
 mod freshness;
 mod key;
+mod purge;
 mod request;
 mod seal;
 mod secret;
@@ -72,8 +78,9 @@ pub use freshness::{
     DEFAULT_MAX_TTL, Freshness, FreshnessPolicy, MinRemaining, PolicyError, Schedule,
 };
 pub use key::{CacheKey, ClientTag, Fingerprint, KeyDeriver};
+pub use purge::{PURGE_LOG_KEEPS, PurgeLog, PurgeMark, PurgeScope};
 pub use request::{CanonicalRequest, CredentialSource, RequestError, TokenRequest};
 pub use seal::{EncryptionKey, KeyRing, SealError};
 pub use secret::{ClientSecret, HmacKey};
 pub use store::{LeaseOwner, SharedStore, StoreError, StoreFuture, StoreKey};
-pub use token::{CachedToken, DecodeError, Uncacheable};
+pub use token::{AnswerShape, CachedToken, DecodeError, Uncacheable};

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use crate::clock::UnixMillis;
 use crate::key::{CacheKey, ClientTag, push_hex};
+use crate::purge::{PurgeLog, PurgeMark, PurgeScope};
 
 /// A boxed future, as the object-safe store methods return.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
@@ -120,8 +121,9 @@ pub enum StoreError {
 /// A shared store of sealed token entries.
 ///
 /// Every implementation passes the conformance suite in
-/// `tokencache-test-support`: get, put with expiry, delete, and a lease
-/// with an owner and an expiry for cross-replica single-flight.
+/// `tokencache-test-support`: get, put with expiry, delete, a lease with an
+/// owner and an expiry for cross-replica single-flight, and the fleet's
+/// purge log.
 pub trait SharedStore: Send + Sync + fmt::Debug + 'static {
     /// A short name for logs and metrics (`redis`, `dynamodb`, …).
     fn name(&self) -> &'static str;
@@ -162,6 +164,16 @@ pub trait SharedStore: Send + Sync + fmt::Debug + 'static {
     /// Removes the entries whose keys carry `tag` (one client's, see
     /// [`StoreKey::tagged`]). Returns how many when the store can tell.
     fn clear_client<'a>(&'a self, tag: &'a ClientTag) -> StoreFuture<'a, Option<u64>>;
+
+    /// The fleet's purge log as it stands (empty before the first purge).
+    /// Every replica reads it about every half second, so it must be one
+    /// cheap read.
+    fn purge_log(&self) -> StoreFuture<'_, PurgeLog>;
+
+    /// Appends `scope` to the purge log ([`PurgeLog::appended`]), atomically
+    /// against other replicas appending at once (a compare-and-set on the
+    /// generation); where the log stands after it.
+    fn announce_purge<'a>(&'a self, scope: &'a PurgeScope) -> StoreFuture<'a, PurgeMark>;
 }
 
 #[cfg(test)]

@@ -26,6 +26,26 @@ pub enum Uncacheable {
     /// passed).
     #[error("lifetime too short to cache")]
     LifetimeTooShort,
+    /// A Cognito challenge (`ChallengeName`, `Session`): single-use, never
+    /// cached.
+    #[error("a challenge, not a token")]
+    Challenge,
+    /// A Cognito answer with `NewDeviceMetadata`: a device key minted for
+    /// one sign-in, which must not be handed to other callers.
+    #[error("carries new device metadata")]
+    NewDevice,
+}
+
+/// Where a cached answer's remaining lifetime is written when it is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AnswerShape {
+    /// An OAuth 2.0 token answer: `"expires_in"` at the top level.
+    OAuth,
+    /// A Cognito native-API answer: `"ExpiresIn"` in the result object
+    /// (`AuthenticationResult`, `ClientAuthenticationResult`), which is
+    /// the last member of the top-level object.
+    CognitoNative,
 }
 
 /// Why stored bytes are not a cached token.
@@ -40,8 +60,11 @@ pub enum DecodeError {
     Expired,
 }
 
-/// The format version of [`CachedToken::encode`].
+/// The format version of [`CachedToken::encode`] for OAuth answers.
 const ENCODING_VERSION: u8 = 1;
+/// The format version for Cognito native-API answers (same layout; the
+/// version says where the lifetime goes).
+const ENCODING_VERSION_NATIVE: u8 = 2;
 
 /// A successful token response held in the cache.
 ///
@@ -51,6 +74,7 @@ const ENCODING_VERSION: u8 = 1;
 #[derive(Clone, PartialEq, Eq)]
 pub struct CachedToken {
     body_prefix: Box<[u8]>,
+    shape: AnswerShape,
     fetched_at: UnixMillis,
     expires_at: UnixMillis,
     schedule: Schedule,
@@ -88,16 +112,41 @@ impl CachedToken {
         if let Some(exp) = jwt_exp {
             expires_at = expires_at.min(exp);
         }
+        Self::from_parts(
+            object_prefix(&fields),
+            AnswerShape::OAuth,
+            now,
+            expires_at,
+            policy,
+        )
+    }
+
+    /// An entry from a body prefix already laid out for `shape`, whose
+    /// token ends at `expires_at` (before the policy's cap).
+    pub(crate) fn from_parts(
+        body_prefix: Box<[u8]>,
+        shape: AnswerShape,
+        now: UnixMillis,
+        expires_at: UnixMillis,
+        policy: &FreshnessPolicy,
+    ) -> Result<Self, Uncacheable> {
         let expires_at = policy.capped_expiry(now, expires_at);
         let schedule = policy
             .schedule(now, expires_at)
             .ok_or(Uncacheable::LifetimeTooShort)?;
         Ok(Self {
-            body_prefix: object_prefix(&fields),
+            body_prefix,
+            shape,
             fetched_at: now,
             expires_at,
             schedule,
         })
+    }
+
+    /// Where this entry's lifetime goes when it is rendered.
+    #[must_use]
+    pub const fn shape(&self) -> AnswerShape {
+        self.shape
     }
 
     /// The stage of this entry at `now`.
@@ -143,15 +192,20 @@ impl CachedToken {
     }
 
     /// The answer's body at `now`: the upstream's JSON with `expires_in`
-    /// set to the seconds actually left.
+    /// (Cognito's native API: `ExpiresIn` in the result object) set to the
+    /// seconds actually left.
     #[must_use]
     pub fn render_body(&self, now: UnixMillis) -> Vec<u8> {
-        const SUFFIX_MAX: usize = r#","expires_in":18446744073709551615}"#.len();
+        const SUFFIX_MAX: usize = r#","ExpiresIn":18446744073709551615}}"#.len();
         let mut body = Vec::with_capacity(self.body_prefix.len() + SUFFIX_MAX);
         body.extend_from_slice(&self.body_prefix);
-        body.extend_from_slice(br#","expires_in":"#);
+        let (name, close): (&[u8], &[u8]) = match self.shape {
+            AnswerShape::OAuth => (br#","expires_in":"#, b"}"),
+            AnswerShape::CognitoNative => (br#","ExpiresIn":"#, b"}}"),
+        };
+        body.extend_from_slice(name);
         push_decimal(&mut body, self.expires_in(now));
-        body.push(b'}');
+        body.extend_from_slice(close);
         body
     }
 
@@ -161,7 +215,10 @@ impl CachedToken {
     #[must_use]
     pub fn encode(&self) -> zeroize::Zeroizing<Vec<u8>> {
         let mut bytes = Vec::with_capacity(17 + self.body_prefix.len());
-        bytes.push(ENCODING_VERSION);
+        bytes.push(match self.shape {
+            AnswerShape::OAuth => ENCODING_VERSION,
+            AnswerShape::CognitoNative => ENCODING_VERSION_NATIVE,
+        });
         bytes.extend_from_slice(&self.fetched_at.0.to_be_bytes());
         bytes.extend_from_slice(&self.expires_at.0.to_be_bytes());
         bytes.extend_from_slice(&self.body_prefix);
@@ -173,9 +230,14 @@ impl CachedToken {
     /// # Errors
     /// [`DecodeError`] when the bytes are not an entry or it is past serving.
     pub fn decode(bytes: &[u8], policy: &FreshnessPolicy) -> Result<Self, DecodeError> {
-        if bytes.len() < 18 || bytes[0] != ENCODING_VERSION {
+        if bytes.len() < 18 {
             return Err(DecodeError::Malformed);
         }
+        let shape = match bytes[0] {
+            ENCODING_VERSION => AnswerShape::OAuth,
+            ENCODING_VERSION_NATIVE => AnswerShape::CognitoNative,
+            _ => return Err(DecodeError::Malformed),
+        };
         let mut word = [0u8; 8];
         word.copy_from_slice(&bytes[1..9]);
         let fetched_at = UnixMillis(u64::from_be_bytes(word));
@@ -191,6 +253,7 @@ impl CachedToken {
             .ok_or(DecodeError::Expired)?;
         Ok(Self {
             body_prefix,
+            shape,
             fetched_at,
             expires_at,
             schedule,
@@ -218,7 +281,7 @@ impl fmt::Debug for CachedToken {
 
 /// `expires_in` as whole seconds: a positive integer, a positive float
 /// (rounded down) or a numeric string, as some providers send.
-fn positive_seconds(value: &Value) -> Option<u64> {
+pub(crate) fn positive_seconds(value: &Value) -> Option<u64> {
     let seconds = match value {
         Value::Number(number) => number.as_u64().or_else(|| {
             number
@@ -238,7 +301,7 @@ fn float_secs(seconds: f64) -> u64 {
 }
 
 /// The `exp` claim of a JWT, as milliseconds; `None` for opaque tokens.
-fn jwt_expiry(token: &str) -> Option<UnixMillis> {
+pub(crate) fn jwt_expiry(token: &str) -> Option<UnixMillis> {
     let mut segments = token.split('.');
     let (_header, payload, _signature) = (segments.next()?, segments.next()?, segments.next()?);
     if segments.next().is_some() {
@@ -258,7 +321,7 @@ fn jwt_expiry(token: &str) -> Option<UnixMillis> {
 }
 
 /// The object serialised without its closing brace.
-fn object_prefix(fields: &Map<String, Value>) -> Box<[u8]> {
+pub(crate) fn object_prefix(fields: &Map<String, Value>) -> Box<[u8]> {
     // Serialising a map of JSON values cannot fail.
     let mut json = serde_json::to_vec(fields).unwrap_or_else(|_| b"{}".to_vec());
     // The object holds at least `access_token`, so what remains after the

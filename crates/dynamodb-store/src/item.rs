@@ -8,6 +8,11 @@
 //! | `exp_ms` | N | expiry, epoch milliseconds (what reads compare) | same |
 //! | `owner` | S | — | the lease holder's id |
 //!
+//! The fleet's purge log is one more item, `pk` = `tokencache#purges`
+//! (the shape of no entry or lease), with `epoch` (S), `generation` (N) and
+//! `log` (S, one `<generation> <scope>` a line), and no `exp`: it never
+//! expires.
+//!
 //! DynamoDB deletes expired items lazily (typically within days), so reads
 //! compare `exp_ms` with the clock and never return an expired item. `exp`
 //! is rounded up so TTL never deletes an item before `exp_ms` says it
@@ -17,7 +22,7 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
-use tokencache_core::{StoreError, StoreKey, UnixMillis};
+use tokencache_core::{PurgeLog, StoreError, StoreKey, UnixMillis};
 
 /// The hash key attribute.
 pub(crate) const PK: &str = "pk";
@@ -32,6 +37,15 @@ pub(crate) const EXP_MS: &str = "exp_ms";
 pub(crate) const OWNER: &str = "owner";
 
 const LEASE_SUFFIX: &str = "#lease";
+
+/// The hash key of the purge log.
+pub(crate) const PURGES_PK: &str = "tokencache#purges";
+/// The purge log's epoch.
+pub(crate) const EPOCH: &str = "epoch";
+/// The purge log's generation.
+pub(crate) const GENERATION: &str = "generation";
+/// The purge log's recent purges, as text.
+pub(crate) const LOG: &str = "log";
 
 /// The hash key of an entry.
 pub(crate) fn entry_pk(key: &StoreKey) -> AttributeValue {
@@ -111,6 +125,42 @@ pub(crate) fn read_entry(
     }
 }
 
+/// The item of a purge log.
+pub(crate) fn purge_log_item(log: &PurgeLog) -> HashMap<String, AttributeValue> {
+    HashMap::from([
+        (PK.to_owned(), AttributeValue::S(PURGES_PK.to_owned())),
+        (EPOCH.to_owned(), AttributeValue::S(log.epoch.clone())),
+        (GENERATION.to_owned(), number(log.generation)),
+        (LOG.to_owned(), AttributeValue::S(log.recent_text())),
+    ])
+}
+
+/// The purge log an item holds; an absent item is the empty log.
+///
+/// # Errors
+/// [`StoreError::Protocol`] when the item is not shaped like a purge log.
+pub(crate) fn read_purge_log(
+    item: Option<HashMap<String, AttributeValue>>,
+) -> Result<PurgeLog, StoreError> {
+    let Some(item) = item else {
+        return Ok(PurgeLog::default());
+    };
+    let misshapen = || StoreError::Protocol("malformed purge log item".to_owned());
+    let text = |name: &str| match item.get(name) {
+        Some(AttributeValue::S(text)) => Ok(text.as_str()),
+        _ => Err(misshapen()),
+    };
+    let generation = match item.get(GENERATION) {
+        Some(AttributeValue::N(n)) => n.parse().map_err(|_| misshapen())?,
+        _ => return Err(misshapen()),
+    };
+    Ok(PurgeLog {
+        epoch: text(EPOCH)?.to_owned(),
+        generation,
+        recent: PurgeLog::parse_recent(text(LOG)?).ok_or_else(misshapen)?,
+    })
+}
+
 fn malformed(what: &str) -> StoreError {
     StoreError::Protocol(format!("malformed entry item: {what}"))
 }
@@ -160,6 +210,24 @@ mod tests {
         let item = lease_item(&key(), "owner-a", UnixMillis(5_000));
         assert_eq!(item[OWNER], AttributeValue::S("owner-a".into()));
         assert!(!item.contains_key(VALUE));
+    }
+
+    #[test]
+    fn a_purge_log_round_trips_and_is_no_entry() {
+        let log = PurgeLog::default()
+            .appended(tokencache_core::PurgeScope::All)
+            .appended(tokencache_core::PurgeScope::All);
+        let item = purge_log_item(&log);
+        assert!(!is_entry_pk(item[PK].as_s().unwrap()));
+        assert!(!item.contains_key(EXP), "it never expires");
+        assert_eq!(read_purge_log(Some(item)).unwrap(), log);
+        assert_eq!(read_purge_log(None).unwrap(), PurgeLog::default());
+        let mut broken = purge_log_item(&log);
+        broken.insert(LOG.into(), AttributeValue::S("1 nonsense".into()));
+        assert!(matches!(
+            read_purge_log(Some(broken)),
+            Err(StoreError::Protocol(_))
+        ));
     }
 
     #[test]

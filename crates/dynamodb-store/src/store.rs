@@ -7,18 +7,22 @@ use std::time::Duration;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, WriteRequest};
 use tokencache_core::{
-    ClientTag, Clock, LeaseOwner, SharedStore, StoreError, StoreFuture, StoreKey, UnixMillis,
+    ClientTag, Clock, LeaseOwner, PurgeLog, PurgeMark, PurgeScope, SharedStore, StoreError,
+    StoreFuture, StoreKey, UnixMillis,
 };
 
 use crate::config::DynamoDbConfig;
 use crate::error::from_sdk;
 use crate::item::{
-    EXP_MS, OWNER, PK, VALUE, entry_item, entry_pk, is_entry_pk, lease_item, lease_pk, number,
-    read_entry,
+    EPOCH, EXP_MS, GENERATION, LOG, OWNER, PK, PURGES_PK, VALUE, entry_item, entry_pk, is_entry_pk,
+    lease_item, lease_pk, number, purge_log_item, read_entry, read_purge_log,
 };
 
 /// BatchWriteItem takes at most 25 requests.
 const BATCH_LIMIT: usize = 25;
+/// Rounds of read and conditional write an announcement may take when
+/// other replicas announce at the same moment.
+const ANNOUNCE_ROUNDS: usize = 16;
 /// Rounds of retrying a batch's unprocessed deletions (throttling) before
 /// giving up; the delays double from 50 ms.
 const BATCH_ROUNDS: u32 = 6;
@@ -169,6 +173,58 @@ impl DynamoDbStore {
         }
     }
 
+    /// The purge log: one strongly consistent read, so a purge announced
+    /// a moment ago is seen by the next poll.
+    async fn get_purge_log(&self) -> Result<PurgeLog, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(PK, AttributeValue::S(PURGES_PK.to_owned()))
+            .consistent_read(true)
+            .projection_expression("#epoch, #gen, #log")
+            .expression_attribute_names("#epoch", EPOCH)
+            .expression_attribute_names("#gen", GENERATION)
+            .expression_attribute_names("#log", LOG)
+            .send()
+            .await
+            .map_err(|error| from_sdk("GetItem (purges)", &error))?;
+        read_purge_log(output.item)
+    }
+
+    /// Appends to the purge log: read, then a put conditional on the
+    /// generation read, again while another replica's append wins.
+    async fn append_purge(&self, scope: PurgeScope) -> Result<PurgeMark, StoreError> {
+        for _ in 0..ANNOUNCE_ROUNDS {
+            let log = self.get_purge_log().await?;
+            let next = log.appended(scope);
+            let put = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(purge_log_item(&next)));
+            let put = if log.generation == 0 {
+                put.condition_expression("attribute_not_exists(#pk)")
+                    .expression_attribute_names("#pk", PK)
+            } else {
+                put.condition_expression("#gen = :read")
+                    .expression_attribute_names("#gen", GENERATION)
+                    .expression_attribute_values(":read", number(log.generation))
+            };
+            match put.send().await {
+                Ok(_) => return Ok(next.mark()),
+                Err(error)
+                    if error
+                        .as_service_error()
+                        .is_some_and(|e| e.is_conditional_check_failed_exception()) => {}
+                Err(error) => return Err(from_sdk("PutItem (purges)", &error)),
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "announce_purge: lost the race {ANNOUNCE_ROUNDS} times"
+        )))
+    }
+
     /// Scans the table for entries and deletes them in batches. Leases are
     /// left to expire (removing a held one would let a second replica load
     /// the same key), and items that are not tokencache entries are left
@@ -303,6 +359,14 @@ impl SharedStore for DynamoDbStore {
 
     fn clear_client<'a>(&'a self, tag: &'a ClientTag) -> StoreFuture<'a, Option<u64>> {
         Box::pin(async move { self.clear_entries(Some(tag)).await.map(Some) })
+    }
+
+    fn purge_log(&self) -> StoreFuture<'_, PurgeLog> {
+        Box::pin(self.get_purge_log())
+    }
+
+    fn announce_purge<'a>(&'a self, scope: &'a PurgeScope) -> StoreFuture<'a, PurgeMark> {
+        Box::pin(self.append_purge(*scope))
     }
 }
 

@@ -234,6 +234,17 @@ impl MemoryStore {
         self.max_bytes
     }
 
+    /// Calls `visit` with every entry, one shard's read lock at a time (for
+    /// a status page: O(entries), never on a request's path).
+    pub fn for_each(&self, mut visit: impl FnMut(&CachedToken)) {
+        for shard in &*self.shards {
+            let shard = shard.read().unwrap_or_else(PoisonError::into_inner);
+            for held in shard.values() {
+                visit(&held.token);
+            }
+        }
+    }
+
     fn shard(&self, key: &CacheKey) -> &Shard {
         // Bytes 8.. pick the shard; the table hashes with bytes ..8, so the
         // two stay independent.

@@ -10,13 +10,15 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokencache_core::{
-    ClientTag, Clock, LeaseOwner, SharedStore, StoreError, StoreFuture, StoreKey, UnixMillis,
+    ClientTag, Clock, LeaseOwner, PurgeLog, PurgeMark, PurgeScope, SharedStore, StoreError,
+    StoreFuture, StoreKey, UnixMillis,
 };
 
 #[derive(Debug, Default)]
 struct Maps {
     entries: HashMap<StoreKey, (Vec<u8>, UnixMillis)>,
     leases: HashMap<StoreKey, (LeaseOwner, UnixMillis)>,
+    purges: PurgeLog,
 }
 
 /// A shared store living in this process.
@@ -158,5 +160,16 @@ impl SharedStore for InProcessSharedStore {
             .retain(|key, _| !key.as_str().starts_with(&prefix));
         let removed = u64::try_from(before - maps.entries.len()).unwrap_or(u64::MAX);
         ready(Some(removed))
+    }
+
+    fn purge_log(&self) -> StoreFuture<'_, PurgeLog> {
+        ready(self.lock().purges.clone())
+    }
+
+    fn announce_purge<'a>(&'a self, scope: &'a PurgeScope) -> StoreFuture<'a, PurgeMark> {
+        // The lock makes the append atomic; no compare-and-set needed.
+        let mut maps = self.lock();
+        maps.purges = maps.purges.appended(*scope);
+        ready(maps.purges.mark())
     }
 }

@@ -13,6 +13,7 @@ use crate::control::{ControlUpdate, Settings};
 use crate::faults::{Fault, FaultInjector};
 use crate::grants::GrantStore;
 use crate::keys::{PUBLIC_KEY_PEM, SigningKeys};
+use crate::native_state::{NativeState, NativeStats, UserRecord, demo_users};
 use crate::stats::{Stats, StatsRecorder};
 use crate::{ClientRecord, MockIdpConfig, MockIdpError, routes, server, token};
 
@@ -35,6 +36,7 @@ struct Inner {
     faults: FaultInjector,
     stats: StatsRecorder,
     grants: GrantStore,
+    native: NativeState,
     keys: &'static SigningKeys,
     clock: Arc<dyn Clock>,
 }
@@ -80,6 +82,7 @@ impl MockIdp {
                 faults: FaultInjector::default(),
                 stats: StatsRecorder::default(),
                 grants: GrantStore::default(),
+                native: NativeState::with_users(demo_users()),
                 keys: SigningKeys::embedded(),
                 clock,
             }),
@@ -139,9 +142,23 @@ impl MockIdp {
         self.inner.stats.token_requests_for(client_id)
     }
 
-    /// Sets every counter back to zero.
+    /// Sets every counter back to zero, the native API's included.
     pub fn reset_stats(&self) {
         self.inner.stats.reset();
+        self.inner.native.reset_stats();
+    }
+
+    /// Adds a user to the native API's user pool (or replaces the one of
+    /// the same name). The pool starts with the
+    /// [`demo_users`](crate::demo_users).
+    pub fn add_user(&self, user: UserRecord) {
+        self.inner.native.put_user(user);
+    }
+
+    /// A snapshot of the native API's counters.
+    #[must_use]
+    pub fn native_stats(&self) -> NativeStats {
+        self.inner.native.stats()
     }
 
     /// The current run-time settings.
@@ -247,6 +264,10 @@ impl MockIdp {
 
     pub(crate) fn grants(&self) -> &GrantStore {
         &self.inner.grants
+    }
+
+    pub(crate) fn native(&self) -> &NativeState {
+        &self.inner.native
     }
 }
 

@@ -7,6 +7,7 @@
 //! | endpoint | what it does |
 //! | --- | --- |
 //! | `POST /oauth2/token` | `client_credentials`, `authorization_code` and `refresh_token` grants, with Cognito's answers and errors |
+//! | `POST /` with `X-Amz-Target` | Cognito's native API (AWS JSON 1.1): `InitiateAuth` (`USER_PASSWORD_AUTH` with the `NEW_PASSWORD_REQUIRED` challenge, `REFRESH_TOKEN_AUTH`), `RespondToAuthChallenge`, `GetClientToken`; [`secret_hash`] checked; users from [`demo_users`] and [`MockIdp::add_user`]; counted in [`MockIdp::native_stats`]; the same faults, as `TooManyRequestsException` and `InternalErrorException` |
 //! | `GET /oauth2/authorize` | approves at once: `302` to `redirect_uri?code=...&state=...` |
 //! | `GET /.well-known/jwks.json` | the public key that verifies the tokens |
 //! | `GET /stats`, `POST /stats/reset` | the request counters ([`Stats`]) |
@@ -130,6 +131,8 @@ mod faults;
 mod grants;
 mod idp;
 mod keys;
+mod native;
+mod native_state;
 mod rate_limit;
 mod response;
 mod routes;
@@ -149,5 +152,7 @@ pub use control::{ControlUpdate, Settings, ThrottleStyle};
 pub use error::MockIdpError;
 pub use idp::MockIdp;
 pub use keys::PUBLIC_KEY_PEM;
+pub use native::secret_hash;
+pub use native_state::{NativeStats, UserRecord, UserStatus, demo_users};
 pub use stats::{NO_GRANT, Stats};
 pub use token::decode_claims_unverified;

@@ -11,11 +11,12 @@ use axum::routing::{get, post};
 
 use crate::control::ControlUpdate;
 use crate::response::{OAuthError, json_response, no_store};
-use crate::{MockIdp, authorize, token_endpoint};
+use crate::{MockIdp, authorize, native, token_endpoint};
 
 /// The router of `idp`. See the crate docs for the endpoints.
 pub(crate) fn router(idp: MockIdp) -> Router {
     Router::new()
+        .route("/", post(native::native))
         .route("/oauth2/token", post(token_endpoint::token))
         .route("/oauth2/authorize", get(authorize::authorize))
         .route("/.well-known/jwks.json", get(jwks))

@@ -1,5 +1,6 @@
-//! The admin listener: metrics, health and readiness (open, for scrapers
-//! and probes), and purges (behind the admin bearer token).
+//! The admin listener: the status page, metrics, health and readiness
+//! (open, for people, scrapers and probes), and purges (behind the admin
+//! bearer token).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,10 +12,12 @@ use axum::{Extension, Router};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 
 use crate::answer::text;
-use crate::cache::TokenCache;
+use crate::cache::{Purged, TokenCache};
 use crate::config::AdminToken;
 use crate::connections::Connections;
 use crate::metrics::ProxyMetrics;
+use crate::status::StatusBoard;
+use crate::status_page;
 
 /// What the admin endpoints read and act on.
 pub(crate) struct AdminState {
@@ -24,10 +27,14 @@ pub(crate) struct AdminState {
     pub(crate) ready: Arc<AtomicBool>,
     /// The bearer token the purges require.
     pub(crate) admin_token: Option<AdminToken>,
+    /// What the status page remembers between requests.
+    pub(crate) status: StatusBoard,
 }
 
 pub(crate) fn router(shared: Arc<AdminState>) -> Router {
     Router::new()
+        .route("/", get(status_page))
+        .route("/status.json", get(status_json))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -86,7 +93,20 @@ async fn delete_cache(
         Some(client_id) if !client_id.is_empty() => shared.cache.purge_client(client_id).await,
         _ => shared.cache.purge().await,
     };
-    axum::Json(serde_json::json!({ "purged": purged })).into_response()
+    purge_answer(purged)
+}
+
+/// `{"purged": N}`, and with a shared store `"store_cleared"` (whether its
+/// entries were removed) and `"fleet_notified"` (whether the other replicas
+/// were told; else they drop their copies only within the memory tier's
+/// time). A purge that failed in part can be repeated.
+fn purge_answer(purged: Purged) -> Response {
+    let mut body = serde_json::json!({ "purged": purged.purged });
+    if let Some(shared) = purged.shared {
+        body["store_cleared"] = shared.store_cleared.into();
+        body["fleet_notified"] = shared.fleet_told.into();
+    }
+    axum::Json(body).into_response()
 }
 
 async fn metrics(State(shared): State<Arc<AdminState>>) -> Response {
@@ -98,6 +118,30 @@ async fn metrics(State(shared): State<Arc<AdminState>>) -> Response {
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
     response
+}
+
+/// `GET /`: the status page, for people; it holds no secret and no token,
+/// so it is as open as `/metrics`.
+async fn status_page(State(shared): State<Arc<AdminState>>) -> Response {
+    let status = shared.status.status(&shared.metrics, &shared.cache);
+    let mut response = status_page::render(&status).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    // Nothing outside the admin listener, even if a value were injected.
+    response.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; connect-src 'self'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src 'self'",
+        ),
+    );
+    response
+}
+
+/// `GET /status.json`: what the status page shows.
+async fn status_json(State(shared): State<Arc<AdminState>>) -> Response {
+    axum::Json(shared.status.status(&shared.metrics, &shared.cache)).into_response()
 }
 
 /// Alive: the process answers.
@@ -130,6 +174,5 @@ async fn purge(State(shared): State<Arc<AdminState>>, headers: HeaderMap) -> Res
     if let Some(refused) = refusal(&shared, &headers) {
         return refused;
     }
-    let purged = shared.cache.purge().await;
-    axum::Json(serde_json::json!({ "purged": purged })).into_response()
+    purge_answer(shared.cache.purge().await)
 }

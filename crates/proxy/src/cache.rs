@@ -9,7 +9,8 @@
 use std::sync::Arc;
 
 use tokencache_core::{
-    CacheKey, CachedToken, Clock, FreshnessPolicy, KeyDeriver, StoreKey, TokenRequest, UnixMillis,
+    CacheKey, CachedToken, Clock, FreshnessPolicy, KeyDeriver, PurgeScope, StoreKey, TokenRequest,
+    UnixMillis,
 };
 use tokencache_memory_store::MemoryStore;
 use tokencache_upstream::UpstreamResponse;
@@ -139,36 +140,141 @@ impl TokenCache {
         removed
     }
 
-    /// Clears both tiers; how many entries the memory tier held.
-    pub(crate) async fn purge(&self) -> usize {
+    /// Clears both tiers and tells the fleet, whose memory tiers drop
+    /// their copies within the purge poll.
+    pub(crate) async fn purge(&self) -> Purged {
         let purged = self.memory.clear();
         self.clients.clear();
-        if let Some(tier) = &self.tier {
-            let removed = tier.clear().await;
-            tracing::info!(memory = purged, shared = ?removed, store = tier.name(), "cache purged");
-        } else {
+        let Some(tier) = &self.tier else {
             tracing::info!(memory = purged, "cache purged");
+            return Purged {
+                purged,
+                shared: None,
+            };
+        };
+        // The store first: a replica that drops its copy on the
+        // announcement must not find the old entry in the store.
+        let removed = tier.clear().await;
+        let told = tier.announce(PurgeScope::All).await;
+        let shared = SharedPurge {
+            store_cleared: removed.is_some(),
+            fleet_told: told,
+        };
+        shared.log(tier.name(), None, purged);
+        Purged {
+            purged,
+            shared: Some(shared),
         }
-        purged
     }
 
     /// Drops one client's tokens: from this replica's memory tier (the keys
-    /// it noted for the client) and, through the client's tag, from the
-    /// shared store for the whole fleet (whose memory tiers let go within
-    /// their bound). How many entries, the larger of the two counts.
-    pub(crate) async fn purge_client(&self, client_id: &str) -> usize {
+    /// it noted for the client), from the shared store through the client's
+    /// tag, and through the purge log from every replica's memory tier.
+    /// How many entries: the larger of the two counts.
+    pub(crate) async fn purge_client(&self, client_id: &str) -> Purged {
         let keys = self.clients.take(client_id);
         for key in &keys {
             self.memory.remove(key);
         }
         let mut purged = keys.len();
-        if let Some(tier) = &self.tier {
-            let tag = self.deriver.client_tag(client_id);
-            if let Some(removed) = tier.clear_client(&tag).await {
-                purged = purged.max(usize::try_from(removed).unwrap_or(usize::MAX));
+        let Some(tier) = &self.tier else {
+            tracing::info!(client_id, purged, "client's tokens purged");
+            return Purged {
+                purged,
+                shared: None,
+            };
+        };
+        let tag = self.deriver.client_tag(client_id);
+        let removed = tier.clear_client(&tag).await;
+        if let Some(Some(removed)) = removed {
+            purged = purged.max(usize::try_from(removed).unwrap_or(usize::MAX));
+        }
+        let told = tier.announce(PurgeScope::Client(tag)).await;
+        let shared = SharedPurge {
+            store_cleared: removed.is_some(),
+            fleet_told: told,
+        };
+        shared.log(tier.name(), Some(client_id), purged);
+        Purged {
+            purged,
+            shared: Some(shared),
+        }
+    }
+
+    /// Reads the fleet's purge log once and drops what the purges announced
+    /// since cover; also the shared store's breaker probe. Nothing without
+    /// a shared tier.
+    pub(crate) async fn follow_fleet(&self) {
+        let Some(tier) = &self.tier else { return };
+        if let Some(news) = tier.purges_since_last_read().await {
+            for scope in news {
+                self.drop_purged(scope);
             }
         }
-        tracing::info!(client_id, purged, "client's tokens purged");
-        purged
+    }
+
+    /// Drops from the memory tier what another replica's purge covers; how
+    /// many entries.
+    pub(crate) fn drop_purged(&self, scope: PurgeScope) -> usize {
+        let dropped = match scope {
+            PurgeScope::All => {
+                self.clients.clear();
+                self.memory.clear()
+            }
+            PurgeScope::Client(tag) => {
+                let keys = self
+                    .clients
+                    .take_where(|client_id| self.deriver.client_tag(client_id) == tag);
+                for key in &keys {
+                    self.memory.remove(key);
+                }
+                keys.len()
+            }
+        };
+        tracing::info!(
+            scope = %scope.encode(), dropped,
+            "purge announced by the fleet applied to the memory tier"
+        );
+        dropped
+    }
+}
+
+/// What a purge reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Purged {
+    /// Entries dropped (the memory tier's count, or the store's when
+    /// larger).
+    pub(crate) purged: usize,
+    /// What it did beyond this replica; `None` without a shared tier.
+    pub(crate) shared: Option<SharedPurge>,
+}
+
+/// What a purge did through the shared store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SharedPurge {
+    /// Whether the store's entries were removed.
+    pub(crate) store_cleared: bool,
+    /// Whether the other replicas were told (through the purge log), so
+    /// they drop their memory copies within the purge poll.
+    pub(crate) fleet_told: bool,
+}
+
+impl SharedPurge {
+    fn log(self, store: &'static str, client_id: Option<&str>, purged: usize) {
+        let client_id = client_id.unwrap_or("");
+        if self.store_cleared && self.fleet_told {
+            tracing::info!(store, client_id, purged, "purged across the fleet");
+        } else {
+            // Whatever failed, the other replicas still let go within
+            // --l1-ttl, and a purge can be repeated.
+            tracing::warn!(
+                store,
+                client_id,
+                purged,
+                store_cleared = self.store_cleared,
+                fleet_told = self.fleet_told,
+                "purge incomplete: the shared store failed; other replicas drop their copies within --l1-ttl"
+            );
+        }
     }
 }

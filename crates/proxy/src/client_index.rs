@@ -41,6 +41,18 @@ impl ClientIndex {
             .unwrap_or_default()
     }
 
+    /// Forgets and returns every key of the clients for which `matches`
+    /// is true (a purge names a client by its tag, not its id).
+    pub(crate) fn take_where(&self, mut matches: impl FnMut(&str) -> bool) -> Vec<CacheKey> {
+        let mut keys = self.lock();
+        let clients: Vec<Box<str>> = keys.keys().filter(|id| matches(id)).cloned().collect();
+        clients
+            .iter()
+            .filter_map(|client| keys.remove(client))
+            .flatten()
+            .collect()
+    }
+
     /// Forgets every key.
     pub(crate) fn clear(&self) {
         self.lock().clear();
@@ -71,6 +83,9 @@ mod tests {
         index.record("one", b);
         index.record("two", c);
         index.retain(|key| *key != b);
+        index.record("three", b);
+        assert_eq!(index.take_where(|id| id == "three"), vec![b]);
+        assert!(index.take_where(|id| id == "three").is_empty());
         assert_eq!(index.take("one"), vec![a]);
         assert!(index.take("one").is_empty());
         index.clear();

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use tokencache_core::{FreshnessPolicy, HmacKey};
-use tokencache_upstream::{ResilienceConfig, UpstreamConfig, Url};
+use tokencache_upstream::{BudgetConfig, ResilienceConfig, UpstreamConfig, Url};
 
 use crate::shared_tier::SharedStoreConfig;
 
@@ -17,11 +17,50 @@ pub struct RouteConfig {
     pub upstream: Url,
 }
 
+/// Cognito's native API (AWS JSON 1.1), answered on the token listener at
+/// `/` for requests that carry `X-Amz-Target`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CognitoIdpConfig {
+    /// The user pools' service endpoint, such as
+    /// `https://cognito-idp.eu-west-1.amazonaws.com`.
+    pub upstream: Url,
+    /// Leave `RefreshToken` out of cached answers (for pools that rotate
+    /// refresh tokens, where a token shared by many callers would be
+    /// spent by the first). Default off: a cached answer carries the
+    /// refresh token issued for the same credentials.
+    pub strip_refresh_token: bool,
+    /// The request budget of Cognito's *UserAuthentication* quota
+    /// (`InitiateAuth`, 120 requests/s per account and region by
+    /// default), apart from the OAuth routes'. Default 80/s, bursts of 20.
+    pub budget: BudgetConfig,
+}
+
+impl CognitoIdpConfig {
+    /// The default [`budget`](Self::budget): 80 requests/s, bursts of 20,
+    /// under the *UserAuthentication* quota's default of 120/s.
+    pub const DEFAULT_BUDGET: BudgetConfig = BudgetConfig {
+        rate_per_sec: 80.0,
+        burst: 20,
+    };
+
+    /// The native API at `upstream`, every other setting at its default.
+    #[must_use]
+    pub fn new(upstream: Url) -> Self {
+        Self {
+            upstream,
+            strip_refresh_token: false,
+            budget: Self::DEFAULT_BUDGET,
+        }
+    }
+}
+
 /// Everything a [`Proxy`](crate::Proxy) is built from.
 #[derive(Debug, Clone)]
 pub struct ProxyConfig {
-    /// The routes; at least one.
+    /// The OAuth routes; at least one, unless the native API is fronted.
     pub routes: Vec<RouteConfig>,
+    /// Cognito's native API, when fronted; `None` by default.
+    pub cognito_idp: Option<CognitoIdpConfig>,
     /// When cached tokens are refreshed and stop being served.
     pub freshness: FreshnessPolicy,
     /// The memory store's budget in bytes. Default 64 MiB (about 60,000
@@ -38,8 +77,9 @@ pub struct ProxyConfig {
     pub upstream: UpstreamConfig,
     /// Retries, request budget and circuit breaker, per upstream.
     pub resilience: ResilienceConfig,
-    /// How long a caller waits for a token on a miss, budget queueing and
-    /// retries included; past it the caller gets an error it can act on.
+    /// How long a caller waits for a token on a miss, budget queueing,
+    /// retries and waiting on another replica's lease included; past it the
+    /// caller gets an error it can act on.
     /// Default 15 s, above the upstream request timeout so one attempt
     /// always fits.
     pub load_deadline: Duration,
@@ -61,6 +101,14 @@ pub struct ProxyConfig {
     pub refresh_retry_base: Duration,
     /// The longest wait between refresh attempts for one key. Default 30 s.
     pub refresh_retry_cap: Duration,
+    /// What the identity provider charges per 1000 token requests, for the
+    /// status page to price the requests the cache saved. Default `None`:
+    /// no price shown.
+    pub upstream_price_per_1000: Option<f64>,
+    /// Whether the status page lists the busiest clients (client id,
+    /// request count, hit ratio). `None`, the default, is off here; the
+    /// binary turns it on when the admin listener is bound to loopback.
+    pub status_show_clients: Option<bool>,
 }
 
 impl ProxyConfig {
@@ -70,6 +118,7 @@ impl ProxyConfig {
     pub fn new(routes: Vec<RouteConfig>) -> Self {
         Self {
             routes,
+            cognito_idp: None,
             freshness: FreshnessPolicy::default(),
             cache_max_bytes: 64 << 20,
             max_entry_bytes: tokencache_memory_store::DEFAULT_MAX_ENTRY_BYTES,
@@ -83,6 +132,8 @@ impl ProxyConfig {
             max_body_bytes: 16 << 10,
             refresh_retry_base: Duration::from_secs(1),
             refresh_retry_cap: Duration::from_secs(30),
+            upstream_price_per_1000: None,
+            status_show_clients: None,
         }
     }
 }
@@ -184,7 +235,9 @@ impl std::fmt::Debug for AdminToken {
 #[non_exhaustive]
 pub enum ConfigError {
     /// No route was configured.
-    #[error("no route: give --upstream or declare [[routes]] in the config file")]
+    #[error(
+        "no route: give --upstream or --cognito-idp-upstream, or declare [[routes]] in the config file"
+    )]
     NoRoutes,
     /// A route path is not an absolute path.
     #[error("route path `{0}` must start with `/`")]
@@ -206,8 +259,13 @@ impl ProxyConfig {
     /// # Errors
     /// The first [`ConfigError`] found.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.routes.is_empty() {
+        if self.routes.is_empty() && self.cognito_idp.is_none() {
             return Err(ConfigError::NoRoutes);
+        }
+        if let Some(cognito) = &self.cognito_idp
+            && !matches!(cognito.upstream.scheme(), "http" | "https")
+        {
+            return Err(ConfigError::BadUpstream(cognito.upstream.to_string()));
         }
         let mut seen = std::collections::HashSet::new();
         for route in &self.routes {
@@ -271,5 +329,13 @@ mod tests {
                 .validate()
                 .is_ok()
         );
+        let mut native_only = ProxyConfig::new(vec![]);
+        native_only.cognito_idp = Some(CognitoIdpConfig::new("https://c/".parse().unwrap()));
+        assert!(native_only.validate().is_ok());
+        native_only.cognito_idp = Some(CognitoIdpConfig::new("ftp://c/".parse().unwrap()));
+        assert!(matches!(
+            native_only.validate(),
+            Err(ConfigError::BadUpstream(_))
+        ));
     }
 }

@@ -9,7 +9,7 @@ use tokencache_core::FreshnessPolicy;
 use tokencache_upstream::{FetchError, FetchRequest, Priority, Upstream, UpstreamResponse};
 use tokio::time::Instant;
 
-use crate::metrics::ProxyMetrics;
+use crate::answer_format::AnswerFormat;
 use crate::observe::{RouteObserver, is_failed_answer, is_failed_pass_through};
 
 /// What an upstream exchange gave.
@@ -30,29 +30,39 @@ pub(crate) trait TokenEndpoint: Send + Sync {
     /// Sends a request that must not be repeated (an authorization code is
     /// single-use) once, within `deadline`.
     fn send_once<'a>(&'a self, request: &'a FetchRequest, deadline: Instant) -> Exchange<'a>;
+
+    /// What its 200 answers look like.
+    fn format(&self) -> AnswerFormat {
+        AnswerFormat::OAuth
+    }
 }
 
-/// A route's real upstream, with its metrics.
+/// A route's real upstream, with its metrics (through its observer).
 pub(crate) struct UpstreamEndpoint {
     upstream: Upstream,
     observer: RouteObserver,
-    metrics: ProxyMetrics,
     policy: FreshnessPolicy,
+    format: AnswerFormat,
 }
 
 impl UpstreamEndpoint {
     pub(crate) fn new(
         upstream: Upstream,
         observer: RouteObserver,
-        metrics: ProxyMetrics,
         policy: FreshnessPolicy,
     ) -> Self {
         Self {
             upstream,
             observer,
-            metrics,
             policy,
+            format: AnswerFormat::OAuth,
         }
+    }
+
+    /// The same endpoint, answering in `format`.
+    pub(crate) fn with_format(mut self, format: AnswerFormat) -> Self {
+        self.format = format;
+        self
     }
 }
 
@@ -65,7 +75,7 @@ impl TokenEndpoint for UpstreamEndpoint {
     ) -> Exchange<'a> {
         async move {
             let is_failure =
-                |answer: &UpstreamResponse| is_failed_answer(answer, &self.metrics, &self.policy);
+                |answer: &UpstreamResponse| is_failed_answer(answer, self.format, &self.policy);
             self.upstream
                 .fetch(request, priority, deadline, &is_failure, &self.observer)
                 .await
@@ -77,5 +87,9 @@ impl TokenEndpoint for UpstreamEndpoint {
         self.upstream
             .send_once(request, deadline, &is_failed_pass_through, &self.observer)
             .boxed()
+    }
+
+    fn format(&self) -> AnswerFormat {
+        self.format
     }
 }

@@ -34,6 +34,12 @@
 //! # }
 //! ```
 //!
+//! With [`ProxyConfig::cognito_idp`] set, the token listener also speaks
+//! Cognito's native API (AWS JSON 1.1: `POST /` with `X-Amz-Target`), so
+//! `AWS_ENDPOINT_URL_COGNITO_IDENTITY_PROVIDER` pointed at the proxy gives
+//! every AWS SDK cached `InitiateAuth` and `GetClientToken` answers, with
+//! errors in the AWS shape.
+//!
 //! Answers carry RFC 9211 `Cache-Status` (`tokencache; hit; ttl=N`,
 //! `tokencache; fwd=miss; stored`, `tokencache; fwd=miss; collapsed`,
 //! `tokencache; fwd=bypass`), `Age`, and `Cache-Control: no-store`.
@@ -43,11 +49,16 @@
 mod activity;
 mod admin;
 mod answer;
+mod answer_format;
+mod answer_latency;
 mod cache;
 mod cache_status;
+mod client_counts;
 mod client_index;
+mod cognito;
 mod config;
 mod connections;
+mod dialect;
 mod endpoint;
 mod error;
 mod in_flight;
@@ -55,17 +66,22 @@ mod loader;
 mod metrics;
 mod negative;
 mod observe;
+mod outcome;
+mod process_metrics;
 mod proxy;
 mod route;
 mod seconds;
 mod server;
 mod service;
 mod shared_tier;
+mod status;
+mod status_page;
+mod store_breaker;
 mod striped;
 mod tls;
 mod watchdog;
 
-pub use config::{AdminToken, ConfigError, Limits, ProxyConfig, RouteConfig};
+pub use config::{AdminToken, CognitoIdpConfig, ConfigError, Limits, ProxyConfig, RouteConfig};
 pub use error::ProxyError;
 pub use proxy::Proxy;
 pub use server::{ServeOptions, serve, serve_with};

@@ -25,7 +25,6 @@ use crate::cache::TokenCache;
 use crate::endpoint::TokenEndpoint;
 use crate::error::ProxyError;
 use crate::metrics::ProxyMetrics;
-use crate::observe::is_not_a_token;
 use crate::shared_tier::{Lease, Waited};
 
 /// Why a load runs.
@@ -121,7 +120,8 @@ impl Loader {
 
     /// One load of `key` on `route`: through the shared tier when there is
     /// one (its entry, or its lease and then the endpoint), else straight
-    /// to the endpoint.
+    /// to the endpoint. Waiting for another replica's lease and the
+    /// endpoint's exchange share one deadline.
     pub(crate) async fn load(
         &self,
         route: &str,
@@ -131,9 +131,10 @@ impl Loader {
         purpose: Purpose,
     ) -> LoadOutcome {
         let cache = &*self.cache;
+        let deadline = Instant::now() + self.deadline;
         let Some(tier) = cache.tier() else {
             return self
-                .fetch_upstream(route, endpoint, key, forward, purpose)
+                .fetch_upstream(route, endpoint, key, forward, purpose, deadline)
                 .await;
         };
         let client_id = forward.client_id.clone();
@@ -156,22 +157,20 @@ impl Loader {
                 return LoadOutcome::FromShared(token);
             }
         }
-        let lease_ttl = self.deadline;
-        match tier.lease(&store_key, lease_ttl).await {
+        match tier.lease(&store_key).await {
             Lease::Held => {}
             Lease::Unavailable => {
                 return self
-                    .fetch_upstream(route, endpoint, key, forward, purpose)
+                    .fetch_upstream(route, endpoint, key, forward, purpose, deadline)
                     .await;
             }
             // Another replica is refreshing this key; its token will come
             // through the shared tier. Back off like a failed refresh.
             Lease::Busy if purpose == Purpose::Refresh => return LoadOutcome::Deferred,
             Lease::Busy => {
-                let deadline = Instant::now() + self.deadline;
                 let now = || cache.now();
                 match tier
-                    .wait_for(&store_key, cache.policy(), now, lease_ttl, deadline)
+                    .wait_for(&store_key, cache.policy(), now, deadline)
                     .await
                 {
                     Waited::Arrived(token) => {
@@ -181,16 +180,20 @@ impl Loader {
                     }
                     Waited::GaveUp => {
                         return self
-                            .fetch_upstream(route, endpoint, key, forward, purpose)
+                            .fetch_upstream(route, endpoint, key, forward, purpose, deadline)
                             .await;
                     }
                     Waited::LeaseTaken => {}
                 }
             }
         }
-        let outcome = self
-            .fetch_upstream(route, endpoint, key, forward, purpose)
-            .await;
+        // The lease is renewed while the fetch runs, so it can be short: a
+        // replica that dies here gives the key up within the lease time.
+        let fetch = self.fetch_upstream(route, endpoint, key, forward, purpose, deadline);
+        let outcome = tokio::select! {
+            outcome = fetch => outcome,
+            never = tier.keep_lease(&store_key) => match never {},
+        };
         if let LoadOutcome::Stored(fetched) = &outcome {
             tier.write(&store_key, &fetched.token).await;
         }
@@ -198,9 +201,9 @@ impl Loader {
         outcome
     }
 
-    /// One exchange with the endpoint; a cacheable answer goes into the
-    /// memory tier before the load ends (so a caller that finds no load
-    /// in progress finds the entry).
+    /// One exchange with the endpoint, by `deadline`; a cacheable answer
+    /// goes into the memory tier before the load ends (so a caller that
+    /// finds no load in progress finds the entry).
     async fn fetch_upstream(
         &self,
         route: &str,
@@ -208,6 +211,7 @@ impl Loader {
         key: CacheKey,
         forward: Forward,
         purpose: Purpose,
+        deadline: Instant,
     ) -> LoadOutcome {
         let cache = &*self.cache;
         let priority = match purpose {
@@ -215,9 +219,7 @@ impl Loader {
             Purpose::Refresh => Priority::Background,
         };
         let started = Instant::now();
-        let result = endpoint
-            .fetch(&forward.request, priority, started + self.deadline)
-            .await;
+        let result = endpoint.fetch(&forward.request, priority, deadline).await;
         let elapsed_ms = started.elapsed().as_millis();
         let fingerprint = key.fingerprint();
         let client_id = forward.client_id.as_deref();
@@ -237,7 +239,8 @@ impl Loader {
         };
         let now = cache.now();
         if answer.status == StatusCode::OK {
-            return match CachedToken::from_response(&answer.body, now, cache.policy()) {
+            let format = endpoint.format();
+            return match format.entry(&answer.body, now, cache.policy()) {
                 Ok(token) if !cache.memory().fits(&token) => {
                     tracing::warn!(
                         route, client_id = logged_id, key = %fingerprint, ?purpose,
@@ -261,7 +264,7 @@ impl Loader {
                         route, client_id = logged_id, key = %fingerprint, ?purpose, %reason,
                         "the token endpoint's 200 answer is not cacheable"
                     );
-                    if is_not_a_token(&answer, cache.policy()) {
+                    if format.is_not_a_token(&answer.body, cache.policy()) {
                         LoadOutcome::FailedAnswer(answer)
                     } else {
                         LoadOutcome::PassThrough(answer)
@@ -300,9 +303,11 @@ mod tests {
     use futures::future::FutureExt as _;
     use http::HeaderMap;
     use tokencache_core::{
-        Clock, EncryptionKey, FreshnessPolicy, HmacKey, KeyDeriver, KeyRing, UnixMillis,
+        Clock, EncryptionKey, FreshnessPolicy, HmacKey, KeyDeriver, KeyRing, LeaseOwner,
+        SharedStore, UnixMillis,
     };
     use tokencache_memory_store::{InProcessSharedStore, MemoryStore};
+    use tokencache_upstream::UpstreamError;
 
     use super::*;
     use crate::endpoint::Exchange;
@@ -334,11 +339,36 @@ mod tests {
         }
     }
 
-    /// An endpoint that answers from a script and records what it was sent.
+    /// Wall-clock time that follows tokio's clock, so a test on paused
+    /// time moves the store's lease expiries too.
+    #[derive(Debug)]
+    struct TokioClock {
+        base: UnixMillis,
+        start: Instant,
+    }
+
+    impl TokioClock {
+        fn shared() -> Arc<dyn Clock> {
+            Arc::new(Self {
+                base: UnixMillis(1_700_000_000_000),
+                start: Instant::now(),
+            })
+        }
+    }
+
+    impl Clock for TokioClock {
+        fn now(&self) -> UnixMillis {
+            self.base.plus(self.start.elapsed())
+        }
+    }
+
+    /// An endpoint that answers from a script, after `delay` (or fails at
+    /// its deadline, as the real one does), and records what it was sent.
     #[derive(Default)]
     struct Scripted {
         answers: Mutex<VecDeque<Result<UpstreamResponse, FetchError>>>,
         sent: Mutex<Vec<(Bytes, Priority)>>,
+        delay: Duration,
     }
 
     impl Scripted {
@@ -346,7 +376,13 @@ mod tests {
             Self {
                 answers: Mutex::new(answers.into_iter().collect()),
                 sent: Mutex::default(),
+                delay: Duration::ZERO,
             }
+        }
+
+        fn delayed(mut self, delay: Duration) -> Self {
+            self.delay = delay;
+            self
         }
 
         fn sent(&self) -> Vec<(Bytes, Priority)> {
@@ -359,14 +395,25 @@ mod tests {
             &'a self,
             request: &'a FetchRequest,
             priority: Priority,
-            _deadline: Instant,
+            deadline: Instant,
         ) -> Exchange<'a> {
             self.sent
                 .lock()
                 .unwrap()
                 .push((request.body.clone(), priority));
             let next = self.answers.lock().unwrap().pop_front();
-            async move { next.expect("the script ran out") }.boxed()
+            let delay = self.delay;
+            async move {
+                if Instant::now() + delay > deadline {
+                    tokio::time::sleep_until(deadline).await;
+                    return Err(FetchError::Upstream(UpstreamError::Config(
+                        "deadline passed".into(),
+                    )));
+                }
+                tokio::time::sleep(delay).await;
+                next.expect("the script ran out")
+            }
+            .boxed()
         }
 
         fn send_once<'a>(&'a self, request: &'a FetchRequest, deadline: Instant) -> Exchange<'a> {
@@ -404,7 +451,7 @@ mod tests {
     struct Replica {
         cache: Arc<TokenCache>,
         loader: Loader,
-        clock: TestClock,
+        clock: Arc<dyn Clock>,
     }
 
     impl Replica {
@@ -417,6 +464,36 @@ mod tests {
             shared: Option<Arc<InProcessSharedStore>>,
             memory: MemoryStore,
         ) -> Self {
+            Self::build(
+                Arc::new(clock.clone()),
+                shared,
+                memory,
+                Duration::from_secs(15),
+            )
+        }
+
+        /// A replica on `clock` over `shared`, whose loads may take
+        /// `deadline`.
+        fn over(
+            clock: &Arc<dyn Clock>,
+            shared: &Arc<InProcessSharedStore>,
+            deadline: Duration,
+        ) -> Self {
+            let shared = Some(Arc::clone(shared));
+            Self::build(
+                Arc::clone(clock),
+                shared,
+                MemoryStore::new(1 << 20),
+                deadline,
+            )
+        }
+
+        fn build(
+            clock: Arc<dyn Clock>,
+            shared: Option<Arc<InProcessSharedStore>>,
+            memory: MemoryStore,
+            deadline: Duration,
+        ) -> Self {
             let metrics = ProxyMetrics::new();
             let keys = KeyRing::new(EncryptionKey::from_bytes([3; 32]), Vec::new());
             let tier = shared
@@ -426,14 +503,14 @@ mod tests {
                 tier,
                 NegativeCache::new(Duration::from_secs(5)),
                 KeyDeriver::new(&HmacKey::from_bytes([7; 32])),
-                Arc::new(clock.clone()),
+                Arc::clone(&clock),
                 FreshnessPolicy::default(),
             ));
-            let loader = Loader::new(Arc::clone(&cache), metrics, Duration::from_secs(15));
+            let loader = Loader::new(Arc::clone(&cache), metrics, deadline);
             Self {
                 cache,
                 loader,
-                clock: clock.clone(),
+                clock,
             }
         }
 
@@ -508,10 +585,7 @@ mod tests {
         );
         let tier_b = b.cache.tier().unwrap();
         let store_key = b.cache.store_key(&b.key(), Some("app"));
-        assert_eq!(
-            tier_b.lease(&store_key, Duration::from_secs(15)).await,
-            Lease::Held
-        );
+        assert_eq!(tier_b.lease(&store_key).await, Lease::Held);
 
         let untouched = Scripted::default();
         let outcome = a.load(&untouched, Purpose::Refresh).await;
@@ -637,5 +711,98 @@ mod tests {
         let outcome = replica.load(&endpoint, Purpose::Load).await;
         assert!(matches!(outcome, LoadOutcome::TooLarge(_)), "{outcome:?}");
         assert!(replica.cached_token().is_none());
+    }
+
+    /// The lease time of [`SharedStoreConfig::new`].
+    const LEASE: Duration = Duration::from_secs(3);
+
+    #[tokio::test(start_paused = true)]
+    async fn a_holder_renews_its_lease_while_a_slow_load_runs() {
+        let clock = TokioClock::shared();
+        let store = Arc::new(InProcessSharedStore::new(Arc::clone(&clock)));
+        let deadline = Duration::from_secs(15);
+        let (a, b) = (
+            Replica::over(&clock, &store, deadline),
+            Replica::over(&clock, &store, deadline),
+        );
+        let slow = Scripted::with([token("from-a", 3600)]).delayed(Duration::from_secs(10));
+        let untouched = Scripted::default();
+        let store_key = a.cache.store_key(&a.key(), Some("app"));
+        let later = async {
+            // Well past the lease time: only renewals keep it A's.
+            tokio::time::sleep(LEASE * 2 + Duration::from_secs(1)).await;
+            let stranger = LeaseOwner::new("stranger");
+            let free = store.try_lease(&store_key, &stranger, LEASE).await.unwrap();
+            (free, b.load(&untouched, Purpose::Load).await)
+        };
+        let (from_a, (free, from_b)) = tokio::join!(a.load(&slow, Purpose::Load), later);
+        assert!(!free, "the holder's lease was renewed");
+        assert!(matches!(from_a, LoadOutcome::Stored(_)), "{from_a:?}");
+        assert!(matches!(from_b, LoadOutcome::FromShared(_)), "{from_b:?}");
+        assert!(untouched.sent().is_empty(), "B waited for A's token");
+        assert_eq!(slow.sent().len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_takes_over_within_the_lease_time_when_the_holder_dies() {
+        let clock = TokioClock::shared();
+        let store = Arc::new(InProcessSharedStore::new(Arc::clone(&clock)));
+        let deadline = Duration::from_secs(15);
+        let a = Arc::new(Replica::over(&clock, &store, deadline));
+        let b = Replica::over(&clock, &store, deadline);
+        let hung =
+            Arc::new(Scripted::with([token("never", 3600)]).delayed(Duration::from_secs(60)));
+        let holder = tokio::spawn({
+            let (a, hung) = (Arc::clone(&a), Arc::clone(&hung));
+            async move { a.load(&hung, Purpose::Load).await }
+        });
+        // A dies mid-load, after renewing its lease once: nothing releases it.
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        holder.abort();
+
+        let upstream = Duration::from_secs(3);
+        let endpoint = Scripted::with([token("from-b", 3600)]).delayed(upstream);
+        let started = Instant::now();
+        let outcome = b.load(&endpoint, Purpose::Load).await;
+        let waited = started.elapsed();
+        assert!(matches!(outcome, LoadOutcome::Stored(_)), "{outcome:?}");
+        assert_eq!(
+            endpoint.sent().len(),
+            1,
+            "one upstream request after the takeover"
+        );
+        assert!(
+            waited >= upstream + Duration::from_secs(1),
+            "B waited for the lease to lapse: {waited:?}"
+        );
+        assert!(
+            waited <= LEASE + upstream + Duration::from_millis(250),
+            "took over within the lease time: {waited:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiters_whole_load_stays_within_its_deadline() {
+        let clock = TokioClock::shared();
+        let store = Arc::new(InProcessSharedStore::new(Arc::clone(&clock)));
+        // A live holder whose load outlasts B's deadline.
+        let a = Replica::over(&clock, &store, Duration::from_secs(120));
+        let b = Replica::over(&clock, &store, Duration::from_secs(15));
+        let slow = Scripted::with([token("late", 3600)]).delayed(Duration::from_secs(60));
+        // Once it gives up waiting, its own fetch has no time left.
+        let endpoint = Scripted::with([token("unused", 3600)]).delayed(Duration::from_secs(1));
+        let waiter = async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let started = Instant::now();
+            let outcome = b.load(&endpoint, Purpose::Load).await;
+            (outcome, started.elapsed())
+        };
+        let (from_a, (from_b, waited)) = tokio::join!(a.load(&slow, Purpose::Load), waiter);
+        assert!(matches!(from_a, LoadOutcome::Stored(_)), "{from_a:?}");
+        assert!(matches!(from_b, LoadOutcome::Failed(_)), "{from_b:?}");
+        assert!(
+            waited <= Duration::from_millis(15_100),
+            "the waiter kept to its deadline: {waited:?}"
+        );
     }
 }

@@ -1,7 +1,12 @@
 //! The proxy's metrics: handles registered once, so the hit path only adds
 //! to an atomic.
+//!
+//! Names follow Prometheus' rules: base units (seconds, bytes), `_total`
+//! on every counter, a `route` label on what a route does, and one gauge
+//! per state where a thing has states.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU16, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use metrics::{
@@ -10,13 +15,19 @@ use metrics::{
 use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
+use tokencache_upstream::BreakerState;
 
+use crate::answer_latency::{self, AnswerLatency};
+use crate::client_counts::{ClientCount, ClientCounts};
+pub(crate) use crate::outcome::{OUTCOMES, Outcome};
+use crate::process_metrics::ProcessSample;
 use crate::striped::StripedCounter;
 
 static METADATA: Metadata<'static> =
     Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
 
 const UPSTREAM_LATENCY: &str = "tokencache_upstream_request_duration_seconds";
+const BUDGET_WAIT: &str = "tokencache_budget_wait_seconds";
 
 /// Upstream latency buckets: Cognito answers in tens of milliseconds; the
 /// long tail up to the request timeout is what an operator looks for.
@@ -24,26 +35,18 @@ const LATENCY_BUCKETS: [f64; 12] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
-/// How a token request was answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Outcome {
-    /// From cache, fresh.
-    Hit,
-    /// Fetched upstream for this caller.
-    Miss,
-    /// From cache, aging, with a refresh in the background.
-    Stale,
-    /// Waited for another caller's fetch.
-    Collapsed,
-    /// Not cacheable; passed through.
-    Bypass,
-    /// Answered from the negative cache.
-    Negative,
-    /// Answered from the shared tier.
-    Shared,
-    /// Answered with an error of the proxy's own.
-    Error,
-}
+/// Budget waits: a slot frees within one refill interval, milliseconds at
+/// the usual rates; seconds mean the budget is saturated.
+const BUDGET_WAIT_BUCKETS: [f64; 12] = [
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// The `route` label of what is counted before a request reaches a route
+/// (an unknown path, a body that is not a token request).
+const UNROUTED: &str = "unrouted";
+
+/// The commit the binary was built from (see `build.rs`).
+const COMMIT: &str = env!("TOKENCACHE_COMMIT");
 
 /// What the token listener did with a new connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,20 +61,17 @@ pub(crate) enum ConnectionEvent {
     RefusedSaturated,
 }
 
-/// The proxy's metrics, each registered once with its own recorder (not the
-/// process-global one, so several proxies in one test process stay apart).
-#[derive(Debug, Clone)]
-pub(crate) struct ProxyMetrics {
-    handle: PrometheusHandle,
+/// The metrics of one route, each series labelled with its path.
+#[derive(Debug)]
+struct RouteMetrics {
+    name: Arc<str>,
     /// Per-outcome counts, striped (the hit path counts every request);
     /// published to `outcome_counters` when metrics are rendered.
-    outcomes: Arc<[StripedCounter; 8]>,
-    outcome_counters: [Counter; 8],
-    upstream_2xx: Counter,
-    upstream_3xx: Counter,
-    upstream_4xx: Counter,
-    upstream_5xx: Counter,
-    upstream_failed: Counter,
+    outcomes: [StripedCounter; OUTCOMES],
+    outcome_counters: [Counter; OUTCOMES],
+    latency: AnswerLatency,
+    /// 2xx, 3xx, 4xx, 5xx, failed.
+    upstream: [Counter; 5],
     upstream_latency: Histogram,
     refreshes_ok: Counter,
     refreshes_failed: Counter,
@@ -79,85 +79,193 @@ pub(crate) struct ProxyMetrics {
     retries_answer: Counter,
     throttled: Counter,
     budget_waits: Counter,
-    budget_wait_micros: Counter,
+    budget_wait: Histogram,
     budget_rejections: Counter,
+    /// For the status page, which cannot read the exporter's counters.
+    upstream_total: AtomicU64,
+    throttles: AtomicU64,
+    /// The last upstream failure: 0 none yet, 1 no answer, else the status.
+    last_error: AtomicU16,
+    /// The breaker's state as [`BreakerState::as_gauge`] numbers it.
+    breaker: AtomicU8,
+}
+
+/// What the status page shows of a route: counts since start.
+#[derive(Debug, Clone)]
+pub(crate) struct RouteSnapshot {
+    /// The route's path (or [`UNROUTED`]).
+    pub(crate) name: Arc<str>,
+    /// Requests by [`Outcome::index`].
+    pub(crate) outcomes: [u64; OUTCOMES],
+    /// Upstream attempts.
+    pub(crate) upstream: u64,
+    /// Upstream throttles.
+    pub(crate) throttles: u64,
+    /// The last upstream failure: `Some(None)` when no answer came,
+    /// `Some(Some(status))` for an error status.
+    pub(crate) last_error: Option<Option<u16>>,
+    /// `closed`, `open` or `half_open`.
+    pub(crate) breaker: &'static str,
+}
+
+impl RouteMetrics {
+    fn new(recorder: &PrometheusRecorder, name: &str) -> Self {
+        let labelled = |metric: &'static str, label: &'static str, value: &'static str| {
+            let key = Key::from_parts(
+                metric,
+                vec![
+                    Label::from_static_parts(label, value),
+                    Label::new("route", name.to_owned()),
+                ],
+            );
+            recorder.register_counter(&key, &METADATA)
+        };
+        let route_key = |metric: &'static str| {
+            Key::from_parts(metric, vec![Label::new("route", name.to_owned())])
+        };
+        let counter =
+            |metric: &'static str| recorder.register_counter(&route_key(metric), &METADATA);
+        let outcome = |o: Outcome| labelled("tokencache_requests_total", "outcome", o.label());
+        let upstream = |status| labelled("tokencache_upstream_requests_total", "status", status);
+        let retries = |reason| labelled("tokencache_upstream_retries_total", "reason", reason);
+        Self {
+            name: name.into(),
+            outcomes: Default::default(),
+            outcome_counters: Outcome::ALL.map(outcome),
+            latency: AnswerLatency::default(),
+            upstream: ["2xx", "3xx", "4xx", "5xx", "failed"].map(upstream),
+            upstream_latency: recorder.register_histogram(&route_key(UPSTREAM_LATENCY), &METADATA),
+            refreshes_ok: labelled("tokencache_refreshes_total", "result", "ok"),
+            refreshes_failed: labelled("tokencache_refreshes_total", "result", "failed"),
+            retries_transport: retries("transport"),
+            retries_answer: retries("answer"),
+            throttled: counter("tokencache_upstream_throttled_total"),
+            budget_waits: counter("tokencache_budget_waits_total"),
+            budget_wait: recorder.register_histogram(&route_key(BUDGET_WAIT), &METADATA),
+            budget_rejections: counter("tokencache_budget_rejections_total"),
+            upstream_total: AtomicU64::new(0),
+            throttles: AtomicU64::new(0),
+            last_error: AtomicU16::new(0),
+            breaker: AtomicU8::new(BreakerState::Closed.as_gauge()),
+        }
+    }
+}
+
+/// A route's breaker state: one gauge per state, 1 for the current one.
+#[derive(Debug)]
+pub(crate) struct BreakerGauges {
+    route: Arc<RouteMetrics>,
+    closed: Gauge,
+    open: Gauge,
+    half_open: Gauge,
+}
+
+impl BreakerGauges {
+    /// Records that the breaker is now in `state`.
+    pub(crate) fn set(&self, state: BreakerState) {
+        let is = |s: BreakerState| if s == state { 1.0 } else { 0.0 };
+        self.closed.set(is(BreakerState::Closed));
+        self.open.set(is(BreakerState::Open));
+        self.half_open.set(is(BreakerState::HalfOpen));
+        self.route
+            .breaker
+            .store(state.as_gauge(), Ordering::Relaxed);
+    }
+}
+
+/// What every clone of [`ProxyMetrics`] shares.
+struct Registry {
+    handle: PrometheusHandle,
+    recorder: PrometheusRecorder,
+    /// Every route's metrics, for the striped counts and the answer
+    /// latencies to be written out when scraped.
+    routes: Mutex<Vec<Arc<RouteMetrics>>>,
     negative_hits: Counter,
     breaker_rejections: Counter,
     store_unreadable: Counter,
+    store_breaker: Gauge,
+    fleet_purges: Counter,
     /// By [`ConnectionEvent`], in its order.
     connections: [Counter; 4],
     entries: Gauge,
     bytes: Gauge,
-    recorder: Arc<PrometheusRecorder>,
+    /// Requests per client id, once [`ProxyMetrics::count_clients`] asked.
+    clients: OnceLock<ClientCounts>,
+}
+
+impl Registry {
+    /// The metrics of route `name`, registered on first use.
+    fn route(&self, name: &str) -> Arc<RouteMetrics> {
+        let mut routes = self.routes.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(found) = routes.iter().find(|route| &*route.name == name) {
+            return Arc::clone(found);
+        }
+        let route = Arc::new(RouteMetrics::new(&self.recorder, name));
+        routes.push(Arc::clone(&route));
+        route
+    }
+}
+
+/// The proxy's metrics, each registered once with its own recorder (not the
+/// process-global one, so several proxies in one test process stay apart).
+///
+/// A clone made with [`for_route`](Self::for_route) labels what it counts
+/// with that route; the others count under `route="unrouted"`.
+#[derive(Clone)]
+pub(crate) struct ProxyMetrics {
+    registry: Arc<Registry>,
+    route_name: Arc<str>,
+    /// This clone's route, registered when first counted in (an unrouted
+    /// clone may never count a request).
+    route: Arc<OnceLock<Arc<RouteMetrics>>>,
+}
+
+impl std::fmt::Debug for ProxyMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyMetrics")
+            .field("route", &self.route_name)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ProxyMetrics {
     pub(crate) fn new() -> Self {
         let recorder = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Full(UPSTREAM_LATENCY.into()), &LATENCY_BUCKETS)
-            // Only an empty bucket list is refused, and this one is not.
+            .and_then(|builder| {
+                builder
+                    .set_buckets_for_metric(Matcher::Full(BUDGET_WAIT.into()), &BUDGET_WAIT_BUCKETS)
+            })
+            // Only an empty bucket list is refused, and these are not.
             .unwrap_or_else(|_| PrometheusBuilder::new())
             .build_recorder();
         describe(&recorder);
-        let outcome =
-            |value: &'static str| counter(&recorder, "tokencache_requests_total", "outcome", value);
-        let upstream = |value: &'static str| {
-            counter(
-                &recorder,
-                "tokencache_upstream_requests_total",
-                "status",
-                value,
-            )
-        };
-        let refresh =
-            |value: &'static str| counter(&recorder, "tokencache_refreshes_total", "result", value);
+        let plain =
+            |name: &'static str| recorder.register_counter(&Key::from_name(name), &METADATA);
         let connection = |value: &'static str| {
-            counter(&recorder, "tokencache_connections_total", "result", value)
+            let key = Key::from_parts(
+                "tokencache_connections_total",
+                vec![Label::from_static_parts("result", value)],
+            );
+            recorder.register_counter(&key, &METADATA)
         };
-        Self {
-            handle: recorder.handle(),
-            outcomes: Arc::default(),
-            outcome_counters: [
-                outcome("hit"),
-                outcome("miss"),
-                outcome("stale"),
-                outcome("collapsed"),
-                outcome("bypass"),
-                outcome("error"),
-                outcome("negative"),
-                outcome("shared"),
+        let build_info = Key::from_parts(
+            "tokencache_build_info",
+            vec![
+                Label::from_static_parts("version", env!("CARGO_PKG_VERSION")),
+                Label::from_static_parts("commit", COMMIT),
             ],
-            upstream_2xx: upstream("2xx"),
-            upstream_3xx: upstream("3xx"),
-            upstream_4xx: upstream("4xx"),
-            upstream_5xx: upstream("5xx"),
-            upstream_failed: upstream("failed"),
-            upstream_latency: recorder
-                .register_histogram(&Key::from_name(UPSTREAM_LATENCY), &METADATA),
-            refreshes_ok: refresh("ok"),
-            refreshes_failed: refresh("failed"),
-            retries_transport: counter(
-                &recorder,
-                "tokencache_upstream_retries_total",
-                "reason",
-                "transport",
-            ),
-            retries_answer: counter(
-                &recorder,
-                "tokencache_upstream_retries_total",
-                "reason",
-                "answer",
-            ),
-            throttled: plain_counter(&recorder, "tokencache_upstream_throttled_total"),
-            budget_waits: plain_counter(&recorder, "tokencache_budget_waits_total"),
-            budget_wait_micros: plain_counter(
-                &recorder,
-                "tokencache_budget_wait_microseconds_total",
-            ),
-            budget_rejections: plain_counter(&recorder, "tokencache_budget_rejections_total"),
-            negative_hits: plain_counter(&recorder, "tokencache_negative_cache_hits_total"),
-            breaker_rejections: plain_counter(&recorder, "tokencache_breaker_rejections_total"),
-            store_unreadable: plain_counter(&recorder, "tokencache_store_unreadable_total"),
+        );
+        recorder.register_gauge(&build_info, &METADATA).set(1.0);
+        let registry = Registry {
+            handle: recorder.handle(),
+            routes: Mutex::default(),
+            negative_hits: plain("tokencache_negative_cache_hits_total"),
+            breaker_rejections: plain("tokencache_breaker_rejections_total"),
+            store_unreadable: plain("tokencache_store_unreadable_total"),
+            store_breaker: recorder
+                .register_gauge(&Key::from_name("tokencache_store_breaker_open"), &METADATA),
+            fleet_purges: plain("tokencache_fleet_purges_total"),
             connections: [
                 connection("accepted"),
                 connection("reclaimed"),
@@ -167,44 +275,81 @@ impl ProxyMetrics {
             entries: recorder
                 .register_gauge(&Key::from_name("tokencache_cache_entries"), &METADATA),
             bytes: recorder.register_gauge(&Key::from_name("tokencache_cache_bytes"), &METADATA),
-            recorder: Arc::new(recorder),
+            clients: OnceLock::new(),
+            recorder,
+        };
+        Self {
+            registry: Arc::new(registry),
+            route_name: UNROUTED.into(),
+            route: Arc::default(),
         }
     }
 
-    /// The breaker-state gauge of one route (0 closed, 1 open, 2 half-open).
-    pub(crate) fn breaker_gauge(&self, route: &str) -> Gauge {
-        let key = Key::from_parts(
-            "tokencache_breaker_state",
-            vec![Label::new("route", route.to_owned())],
-        );
-        self.recorder.register_gauge(&key, &METADATA)
+    /// The same metrics, counting what a route does under `route="path"`.
+    /// Its series are registered now, so they read 0 before any traffic.
+    pub(crate) fn for_route(&self, route: &str) -> Self {
+        let metrics = self.registry.route(route);
+        Self {
+            registry: Arc::clone(&self.registry),
+            route_name: route.into(),
+            route: Arc::new(OnceLock::from(metrics)),
+        }
+    }
+
+    fn route(&self) -> &RouteMetrics {
+        self.route
+            .get_or_init(|| self.registry.route(&self.route_name))
+    }
+
+    /// The breaker-state gauges of one route, starting closed.
+    pub(crate) fn breaker_gauge(&self, route: &str) -> BreakerGauges {
+        let gauge = |state: &'static str| {
+            let key = Key::from_parts(
+                "tokencache_breaker_state",
+                vec![
+                    Label::new("route", route.to_owned()),
+                    Label::from_static_parts("state", state),
+                ],
+            );
+            self.registry.recorder.register_gauge(&key, &METADATA)
+        };
+        let gauges = BreakerGauges {
+            route: self.registry.route(route),
+            closed: gauge("closed"),
+            open: gauge("open"),
+            half_open: gauge("half_open"),
+        };
+        gauges.set(BreakerState::Closed);
+        gauges
     }
 
     pub(crate) fn retry(&self, transport: bool) {
+        let route = self.route();
         if transport {
-            self.retries_transport.increment(1);
+            route.retries_transport.increment(1);
         } else {
-            self.retries_answer.increment(1);
+            route.retries_answer.increment(1);
         }
     }
 
     pub(crate) fn throttled(&self) {
-        self.throttled.increment(1);
+        let route = self.route();
+        route.throttled.increment(1);
+        route.throttles.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn budget_wait(&self, waited: Duration) {
-        self.budget_waits.increment(1);
-        // Counters are integers: whole microseconds.
-        self.budget_wait_micros
-            .increment(u64::try_from(waited.as_micros()).unwrap_or(u64::MAX));
+        let route = self.route();
+        route.budget_waits.increment(1);
+        route.budget_wait.record(waited.as_secs_f64());
     }
 
     pub(crate) fn budget_rejected(&self) {
-        self.budget_rejections.increment(1);
+        self.route().budget_rejections.increment(1);
     }
 
     pub(crate) fn negative_hit(&self) {
-        self.negative_hits.increment(1);
+        self.registry.negative_hits.increment(1);
     }
 
     /// A shared-store operation failed.
@@ -215,175 +360,287 @@ impl ProxyMetrics {
         );
         // Registration is idempotent; failures are rare, so the lookup is
         // off the hit path.
-        self.recorder.register_counter(&key, &METADATA).increment(1);
+        self.registry
+            .recorder
+            .register_counter(&key, &METADATA)
+            .increment(1);
     }
 
     /// The token listener admitted or refused a connection.
     pub(crate) fn connection(&self, event: ConnectionEvent) {
-        self.connections[event as usize].increment(1);
+        self.registry.connections[event as usize].increment(1);
     }
 
     /// A shared entry could not be opened (tampered, unknown key).
     pub(crate) fn store_unreadable(&self) {
-        self.store_unreadable.increment(1);
+        self.registry.store_unreadable.increment(1);
+    }
+
+    /// The shared store's breaker opened (`true`) or closed.
+    pub(crate) fn store_breaker(&self, open: bool) {
+        self.registry
+            .store_breaker
+            .set(if open { 1.0 } else { 0.0 });
+    }
+
+    /// A purge announced by another replica was applied here.
+    pub(crate) fn fleet_purge(&self) {
+        self.registry.fleet_purges.increment(1);
     }
 
     pub(crate) fn breaker_rejected(&self) {
-        self.breaker_rejections.increment(1);
+        self.registry.breaker_rejections.increment(1);
     }
 
     pub(crate) fn request(&self, outcome: Outcome) {
-        let index = match outcome {
-            Outcome::Hit => 0,
-            Outcome::Miss => 1,
-            Outcome::Stale => 2,
-            Outcome::Collapsed => 3,
-            Outcome::Bypass => 4,
-            Outcome::Error => 5,
-            Outcome::Negative => 6,
-            Outcome::Shared => 7,
-        };
-        self.outcomes[index].add(1);
+        self.route().outcomes[outcome.index()].add(1);
+    }
+
+    /// Starts counting requests per client id (for the status page; never
+    /// a metric label, whose values would grow without bound).
+    pub(crate) fn count_clients(&self) {
+        self.registry.clients.get_or_init(ClientCounts::default);
+    }
+
+    /// Counts a cacheable request of `client_id` answered with `headers`,
+    /// when clients are counted.
+    pub(crate) fn client(&self, client_id: &str, headers: &http::HeaderMap) {
+        if let Some(clients) = self.registry.clients.get() {
+            let outcome = Outcome::of_cache_status(
+                headers.get("cache-status").map(http::HeaderValue::as_bytes),
+            );
+            clients.record(client_id, outcome.is_saved());
+        }
+    }
+
+    /// The `n` busiest clients, or `None` when clients are not counted.
+    pub(crate) fn busiest_clients(&self, n: usize) -> Option<Vec<ClientCount>> {
+        self.registry
+            .clients
+            .get()
+            .map(|clients| clients.busiest(n))
+    }
+
+    /// The token listener answered, with `outcome`, `elapsed` after the
+    /// request arrived.
+    pub(crate) fn answered(&self, outcome: Outcome, elapsed: Duration) {
+        self.route().latency.record(outcome, elapsed);
     }
 
     /// One upstream exchange: its status (`None` when no answer came) and
     /// how long it took.
     pub(crate) fn upstream(&self, status: Option<http::StatusCode>, elapsed: Duration) {
-        let counter = match status.map(|status| status.as_u16() / 100) {
-            Some(2) => &self.upstream_2xx,
-            Some(3) => &self.upstream_3xx,
-            Some(4) => &self.upstream_4xx,
-            Some(5) => &self.upstream_5xx,
-            _ => &self.upstream_failed,
+        let route = self.route();
+        let index = match status.map(|status| status.as_u16() / 100) {
+            Some(2) => 0,
+            Some(3) => 1,
+            Some(4) => 2,
+            Some(5) => 3,
+            _ => 4,
         };
-        counter.increment(1);
-        self.upstream_latency.record(elapsed.as_secs_f64());
+        route.upstream[index].increment(1);
+        route.upstream_latency.record(elapsed.as_secs_f64());
+        route.upstream_total.fetch_add(1, Ordering::Relaxed);
+        match status {
+            None => route.last_error.store(1, Ordering::Relaxed),
+            Some(status) if status.is_client_error() || status.is_server_error() => {
+                route.last_error.store(status.as_u16(), Ordering::Relaxed);
+            }
+            Some(_) => {}
+        }
     }
 
     pub(crate) fn refresh(&self, succeeded: bool) {
+        let route = self.route();
         if succeeded {
-            self.refreshes_ok.increment(1);
+            route.refreshes_ok.increment(1);
         } else {
-            self.refreshes_failed.increment(1);
+            route.refreshes_failed.increment(1);
         }
+    }
+
+    /// What every route counted so far, in the order routes registered.
+    pub(crate) fn snapshot(&self) -> Vec<RouteSnapshot> {
+        self.routes()
+            .iter()
+            .map(|route| RouteSnapshot {
+                name: Arc::clone(&route.name),
+                outcomes: Outcome::ALL.map(|o| route.outcomes[o.index()].sum()),
+                upstream: route.upstream_total.load(Ordering::Relaxed),
+                throttles: route.throttles.load(Ordering::Relaxed),
+                last_error: match route.last_error.load(Ordering::Relaxed) {
+                    0 => None,
+                    1 => Some(None),
+                    status => Some(Some(status)),
+                },
+                breaker: match route.breaker.load(Ordering::Relaxed) {
+                    1 => "open",
+                    2 => "half_open",
+                    _ => "closed",
+                },
+            })
+            .collect()
+    }
+
+    fn routes(&self) -> Vec<Arc<RouteMetrics>> {
+        self.registry
+            .routes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// The Prometheus text, with the store's size read now.
     #[allow(clippy::cast_precision_loss)] // counts far below 2^53
     pub(crate) fn render(&self, entries: usize, bytes: usize) -> String {
-        for (striped, counter) in self.outcomes.iter().zip(&self.outcome_counters) {
-            counter.absolute(striped.sum());
+        let routes = self.routes();
+        for route in &routes {
+            for (striped, counter) in route.outcomes.iter().zip(&route.outcome_counters) {
+                counter.absolute(striped.sum());
+            }
         }
-        self.entries.set(entries as f64);
-        self.bytes.set(bytes as f64);
-        self.handle.render()
+        self.registry.entries.set(entries as f64);
+        self.registry.bytes.set(bytes as f64);
+        let mut text = self.registry.handle.render();
+        if !routes.is_empty() {
+            answer_latency::header(&mut text);
+            for route in &routes {
+                route.latency.render(&route.name, &mut text);
+            }
+        }
+        if let Some(sample) = ProcessSample::read() {
+            sample.render(&mut text);
+        }
+        text
     }
 
     /// Drains histogram samples into their buckets; run now and then.
     pub(crate) fn upkeep(&self) {
-        self.handle.run_upkeep();
+        self.registry.handle.run_upkeep();
     }
-}
-
-fn counter(
-    recorder: &PrometheusRecorder,
-    name: &'static str,
-    label: &'static str,
-    value: &'static str,
-) -> Counter {
-    let key = Key::from_parts(name, vec![Label::from_static_parts(label, value)]);
-    recorder.register_counter(&key, &METADATA)
-}
-
-fn plain_counter(recorder: &PrometheusRecorder, name: &'static str) -> Counter {
-    recorder.register_counter(&Key::from_name(name), &METADATA)
 }
 
 fn describe(recorder: &PrometheusRecorder) {
     let help = |text: &'static str| SharedString::from(text);
-    recorder.describe_counter(
-        KeyName::from_const_str("tokencache_requests_total"),
-        Some(Unit::Count),
-        help("Token requests by outcome: hit, miss, stale (served while refreshing), collapsed (waited for another caller's fetch), bypass (not cacheable), error, negative (a remembered client error), shared (read from the shared store)."),
+    let counter = |name: &'static str, text: &'static str| {
+        recorder.describe_counter(KeyName::from_const_str(name), Some(Unit::Count), help(text));
+    };
+    let gauge = |name: &'static str, unit: Option<Unit>, text: &'static str| {
+        recorder.describe_gauge(KeyName::from_const_str(name), unit, help(text));
+    };
+    counter(
+        "tokencache_requests_total",
+        "Token requests by route and outcome: hit, miss, stale (served while refreshing), collapsed (waited for another caller's fetch), bypass (not cacheable), error, negative (a remembered client error), shared (read from the shared store).",
     );
-    recorder.describe_counter(
-        KeyName::from_const_str("tokencache_upstream_requests_total"),
-        Some(Unit::Count),
-        help("Requests to token endpoints by status class; `failed` when no answer came."),
+    counter(
+        "tokencache_upstream_requests_total",
+        "Requests to token endpoints by route and status class; `failed` when no answer came.",
     );
     recorder.describe_histogram(
         KeyName::from_const_str(UPSTREAM_LATENCY),
         Some(Unit::Seconds),
-        help("Time for a token endpoint to answer."),
+        help("Time for a token endpoint to answer, by route."),
     );
-    recorder.describe_counter(
-        KeyName::from_const_str("tokencache_connections_total"),
-        Some(Unit::Count),
-        help("Connections to the token listener by what became of them: accepted, reclaimed (accepted in the place of an idle connection, which was closed), refused_per_ip (too many from one address), refused_saturated (every connection busy)."),
+    counter(
+        "tokencache_connections_total",
+        "Connections to the token listener by what became of them: accepted, reclaimed (accepted in the place of an idle connection, which was closed), refused_per_ip (too many from one address), refused_saturated (every connection busy).",
     );
-    recorder.describe_counter(
-        KeyName::from_const_str("tokencache_refreshes_total"),
-        Some(Unit::Count),
-        help("Background refreshes of aging tokens by result."),
+    counter(
+        "tokencache_refreshes_total",
+        "Background refreshes of aging tokens by route and result.",
     );
-    recorder.describe_counter(
-        KeyName::from_const_str("tokencache_upstream_retries_total"),
-        Some(Unit::Count),
-        help("Upstream attempts retried, by reason: transport (no answer) or answer (throttled, 5xx, not a token)."),
+    counter(
+        "tokencache_upstream_retries_total",
+        "Upstream attempts retried, by route and reason: transport (no answer) or answer (throttled, 5xx, not a token).",
     );
-    recorder.describe_counter(
-        KeyName::from_const_str("tokencache_upstream_throttled_total"),
-        Some(Unit::Count),
-        help("Upstream answers that were throttles (429, or Cognito's TooManyRequestsException)."),
+    counter(
+        "tokencache_upstream_throttled_total",
+        "Upstream answers that were throttles (429, or Cognito's TooManyRequestsException), by route.",
     );
-    recorder.describe_counter(
-        KeyName::from_const_str("tokencache_budget_waits_total"),
-        Some(Unit::Count),
-        help("Upstream requests that queued for the request budget."),
+    counter(
+        "tokencache_budget_waits_total",
+        "Upstream requests that queued for the request budget, by route.",
     );
-    recorder.describe_counter(
-        KeyName::from_const_str("tokencache_budget_wait_microseconds_total"),
-        Some(Unit::Microseconds),
-        help("Time spent queuing for the request budget, in microseconds."),
+    recorder.describe_histogram(
+        KeyName::from_const_str(BUDGET_WAIT),
+        Some(Unit::Seconds),
+        help("Time upstream requests queued for the request budget, by route."),
     );
-    recorder.describe_counter(
-        KeyName::from_const_str("tokencache_budget_rejections_total"),
-        Some(Unit::Count),
-        help("Requests refused because no budget slot was free before their deadline (callers get 503)."),
+    counter(
+        "tokencache_budget_rejections_total",
+        "Requests refused because no budget slot was free before their deadline (callers get 503), by route.",
     );
-    recorder.describe_counter(
-        KeyName::from_const_str("tokencache_negative_cache_hits_total"),
-        Some(Unit::Count),
-        help("Requests answered from the negative cache (a remembered invalid_client, invalid_scope or unauthorized_client)."),
+    counter(
+        "tokencache_negative_cache_hits_total",
+        "Requests answered from the negative cache (a remembered invalid_client, invalid_scope or unauthorized_client).",
     );
-    recorder.describe_counter(
-        KeyName::from_const_str("tokencache_breaker_rejections_total"),
-        Some(Unit::Count),
-        help("Requests failed fast because a circuit breaker was open."),
+    counter(
+        "tokencache_breaker_rejections_total",
+        "Requests failed fast because a circuit breaker was open.",
     );
-    recorder.describe_counter(
-        KeyName::from_const_str("tokencache_store_errors_total"),
-        Some(Unit::Count),
-        help("Shared-store operations that failed or timed out, by operation; the proxy carried on without the store."),
+    counter(
+        "tokencache_store_errors_total",
+        "Shared-store operations that failed or timed out, by operation; the proxy carried on without the store.",
     );
-    recorder.describe_counter(
-        KeyName::from_const_str("tokencache_store_unreadable_total"),
-        Some(Unit::Count),
-        help("Shared entries that could not be opened (tampered, or sealed with a key not in the ring); treated as misses."),
+    counter(
+        "tokencache_store_unreadable_total",
+        "Shared entries that could not be opened (tampered, or sealed with a key not in the ring); treated as misses.",
     );
-    recorder.describe_gauge(
-        KeyName::from_const_str("tokencache_breaker_state"),
+    gauge(
+        "tokencache_store_breaker_open",
         None,
-        help("Circuit breaker state per route: 0 closed, 1 open, 2 half-open."),
+        "1 while the shared store's breaker is open (requests skip the store until a background probe succeeds), else 0.",
     );
-    recorder.describe_gauge(
-        KeyName::from_const_str("tokencache_cache_entries"),
+    counter(
+        "tokencache_fleet_purges_total",
+        "Purges read from the fleet's purge log and applied to this replica's memory tier.",
+    );
+    gauge(
+        "tokencache_breaker_state",
+        None,
+        "Upstream circuit breaker state per route: 1 for the current state (closed, open, half_open), 0 for the others.",
+    );
+    gauge(
+        "tokencache_cache_entries",
         Some(Unit::Count),
-        help("Tokens in the memory store."),
+        "Tokens in the memory store.",
     );
-    recorder.describe_gauge(
-        KeyName::from_const_str("tokencache_cache_bytes"),
+    gauge(
+        "tokencache_cache_bytes",
         Some(Unit::Bytes),
-        help("Bytes the memory store's entries take."),
+        "Bytes the memory store's entries take.",
     );
+    gauge(
+        "tokencache_build_info",
+        None,
+        "Always 1; the labels say which version and commit this binary was built from.",
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_are_labelled_and_counters_end_in_total() {
+        let metrics = ProxyMetrics::new();
+        let route = metrics.for_route("/oauth2/token");
+        route.request(Outcome::Hit);
+        route.for_route("/oauth2/token").request(Outcome::Hit);
+        route.answered(Outcome::Hit, Duration::from_micros(20));
+        route.budget_wait(Duration::from_millis(30));
+        route.upkeep();
+        let text = metrics.render(0, 0);
+        assert!(
+            text.contains(r#"tokencache_requests_total{outcome="hit",route="/oauth2/token"} 2"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"tokencache_budget_wait_seconds_count{route="/oauth2/token"} 1"#));
+        assert!(text.contains("tokencache_build_info{version=\""));
+        assert!(!text.contains("microseconds"));
+        for line in text.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
+            let (name, kind) = line.split_once(' ').unwrap();
+            assert_eq!(kind == "counter", name.ends_with("_total"), "{line}");
+        }
+    }
 }

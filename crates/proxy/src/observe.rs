@@ -3,16 +3,16 @@
 use std::time::Duration;
 
 use http::StatusCode;
-use metrics::Gauge;
-use tokencache_core::{AnswerClass, CachedToken, FreshnessPolicy, Uncacheable, UnixMillis};
+use tokencache_core::{AnswerClass, FreshnessPolicy};
 use tokencache_upstream::{BreakerState, Observer, RetryReason, UpstreamResponse};
 
-use crate::metrics::ProxyMetrics;
+use crate::answer_format::AnswerFormat;
+use crate::metrics::{BreakerGauges, ProxyMetrics};
 
 /// The metrics of one route's upstream.
 pub(crate) struct RouteObserver {
     pub(crate) metrics: ProxyMetrics,
-    pub(crate) breaker: Gauge,
+    pub(crate) breaker: BreakerGauges,
 }
 
 impl Observer for RouteObserver {
@@ -32,8 +32,12 @@ impl Observer for RouteObserver {
         self.metrics.budget_rejected();
     }
 
+    fn throttled(&self) {
+        self.metrics.throttled();
+    }
+
     fn breaker(&self, state: BreakerState) {
-        self.breaker.set(f64::from(state.as_gauge()));
+        self.breaker.set(state);
     }
 }
 
@@ -43,27 +47,16 @@ impl Observer for RouteObserver {
 /// caller can use the token; it is just not cached.)
 pub(crate) fn is_failed_answer(
     answer: &UpstreamResponse,
-    metrics: &ProxyMetrics,
+    format: AnswerFormat,
     policy: &FreshnessPolicy,
 ) -> bool {
     match AnswerClass::of(answer.status.as_u16(), &answer.body) {
-        AnswerClass::Throttled => {
-            metrics.throttled();
-            true
-        }
+        // Counted by the observer, where the budget learns of it.
+        AnswerClass::Throttled => true,
         AnswerClass::ServerError => true,
-        AnswerClass::Success => is_not_a_token(answer, policy),
+        AnswerClass::Success => format.is_not_a_token(&answer.body, policy),
         _ => false,
     }
-}
-
-/// Whether a 200 body is not a token answer at all.
-pub(crate) fn is_not_a_token(answer: &UpstreamResponse, policy: &FreshnessPolicy) -> bool {
-    // Any instant will do: only the body's shape matters here.
-    matches!(
-        CachedToken::from_response(&answer.body, UnixMillis(0), policy),
-        Err(Uncacheable::NotJsonObject | Uncacheable::MissingAccessToken)
-    )
 }
 
 /// Whether a request that must not be retried failed upstream (for the

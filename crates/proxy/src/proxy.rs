@@ -6,14 +6,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use http::header::RETRY_AFTER;
+use tokencache_core::cognito::NativeAnswerOptions;
 use tokencache_core::{Backoff, Clock, HmacKey, KeyDeriver, parse_retry_after};
 use tokencache_memory_store::MemoryStore;
 use tokencache_single_flight::{Outcome as FlightOutcome, SingleFlight};
-use tokencache_upstream::{Upstream, UpstreamClient};
+use tokencache_upstream::{ResilienceConfig, Upstream, UpstreamClient};
 
 use crate::admin::{self, AdminState};
+use crate::answer_format::AnswerFormat;
 use crate::cache::TokenCache;
-use crate::config::{ConfigError, Limits, ProxyConfig};
+use crate::cognito::{self, CognitoRoute};
+use crate::config::{CognitoIdpConfig, ConfigError, Limits, ProxyConfig};
+use crate::dialect::Dialect;
 use crate::endpoint::UpstreamEndpoint;
 use crate::loader::{LoadOutcome, Loader};
 use crate::metrics::ProxyMetrics;
@@ -22,6 +26,7 @@ use crate::observe::RouteObserver;
 use crate::route::{Flights, RequestLimits, Route};
 use crate::service::TokenService;
 use crate::shared_tier::SharedTier;
+use crate::status::StatusBoard;
 
 /// A caching proxy for token endpoints: build it once, then serve its
 /// [`router`](Self::router) and [`admin_router`](Self::admin_router).
@@ -31,6 +36,7 @@ use crate::shared_tier::SharedTier;
 pub struct Proxy {
     cache: Arc<TokenCache>,
     routes: Arc<[Arc<Route>]>,
+    cognito: Option<Arc<CognitoRoute>>,
     flights: Flights,
     metrics: ProxyMetrics,
     admin: Arc<AdminState>,
@@ -66,6 +72,9 @@ impl Proxy {
         };
         let client = UpstreamClient::new(&config.upstream)?;
         let metrics = ProxyMetrics::new();
+        if config.status_show_clients == Some(true) {
+            metrics.count_clients();
+        }
         let cache = Arc::new(TokenCache::new(
             MemoryStore::new(config.cache_max_bytes).with_max_entry_bytes(config.max_entry_bytes),
             config
@@ -76,6 +85,9 @@ impl Proxy {
             Arc::clone(&clock),
             config.freshness,
         ));
+        // The native route's keys come from the same HMAC key: a fleet
+        // derives the same key for the same request.
+        let native_deriver = KeyDeriver::new(&hmac_key);
         let loader = Arc::new(Loader::new(
             Arc::clone(&cache),
             metrics.clone(),
@@ -89,10 +101,28 @@ impl Proxy {
             ),
             Arc::clone(&clock),
         );
+        // For the status page: each route's budget, the native API's its own.
+        let budgets: Vec<(Arc<str>, f64)> = config
+            .routes
+            .iter()
+            .map(|route| {
+                (
+                    route.path.as_str().into(),
+                    config.resilience.budget.rate_per_sec,
+                )
+            })
+            .chain(
+                config
+                    .cognito_idp
+                    .as_ref()
+                    .map(|native| (cognito::NAME.into(), native.budget.rate_per_sec)),
+            )
+            .collect();
         let routes = config
             .routes
             .into_iter()
             .map(|route| {
+                let metrics = metrics.for_route(&route.path);
                 let observer = RouteObserver {
                     metrics: metrics.clone(),
                     breaker: metrics.breaker_gauge(&route.path),
@@ -103,8 +133,7 @@ impl Proxy {
                     &config.resilience,
                     Arc::clone(&clock),
                 );
-                let endpoint =
-                    UpstreamEndpoint::new(upstream, observer, metrics.clone(), config.freshness);
+                let endpoint = UpstreamEndpoint::new(upstream, observer, config.freshness);
                 Arc::new(Route::new(
                     &route.path,
                     Arc::new(endpoint),
@@ -115,15 +144,40 @@ impl Proxy {
                 ))
             })
             .collect();
+        let cognito = config.cognito_idp.map(|native| {
+            let metrics = metrics.for_route(cognito::NAME);
+            let route = native_route(
+                native,
+                NativeRouteParts {
+                    client: &client,
+                    resilience: &config.resilience,
+                    clock: &clock,
+                    metrics: &metrics,
+                    freshness: config.freshness,
+                },
+            );
+            let route = Route::new(
+                cognito::NAME,
+                Arc::new(route),
+                Arc::clone(&cache),
+                Arc::clone(&loader),
+                flights.clone(),
+                metrics.clone(),
+            )
+            .with_dialect(Dialect::AwsJson);
+            Arc::new(CognitoRoute::new(route, native_deriver, metrics.clone()))
+        });
         let admin = Arc::new(AdminState {
             cache: Arc::clone(&cache),
             metrics: metrics.clone(),
             ready: Arc::new(AtomicBool::new(true)),
             admin_token: config.admin_token,
+            status: StatusBoard::new(clock.now(), config.upstream_price_per_1000, budgets),
         });
         Ok(Self {
             cache,
             routes,
+            cognito,
             flights,
             metrics,
             admin,
@@ -147,6 +201,7 @@ impl Proxy {
     pub(crate) fn token_service(&self, limits: &Limits) -> TokenService {
         TokenService::new(
             Arc::clone(&self.routes),
+            self.cognito.clone(),
             self.metrics.clone(),
             RequestLimits {
                 max_body_bytes: self.max_body_bytes,
@@ -161,16 +216,36 @@ impl Proxy {
         self.metrics.clone()
     }
 
-    /// The admin endpoints: `/metrics`, `/healthz`, `/readyz`, `/purge`,
-    /// `/cache`.
+    /// The admin endpoints: `/` (the status page), `/status.json`,
+    /// `/metrics`, `/healthz`, `/readyz`, `/purge`, `/cache`.
     pub fn admin_router(&self) -> Router {
         admin::router(Arc::clone(&self.admin))
     }
 
-    /// Drops every cached token, in the memory tier and the shared store;
-    /// how many the memory tier held.
+    /// Drops every cached token, in the memory tier and the shared store,
+    /// and tells the fleet (see [`watch_fleet`](Self::watch_fleet)); how
+    /// many the memory tier held.
     pub async fn purge(&self) -> usize {
-        self.cache.purge().await
+        self.cache.purge().await.purged
+    }
+
+    /// Follows the fleet through the shared store, until dropped: reads the
+    /// purge log every `purge_poll` (500 ms by default) and drops what other
+    /// replicas purged from this memory tier; the same read probes the store
+    /// while its breaker is open, and keeps the connection to a restarted
+    /// store warm. Returns at once without a shared store.
+    /// [`serve`](crate::serve) runs it; an embedder serving the routers
+    /// itself spawns it.
+    pub async fn watch_fleet(&self) {
+        let Some(every) = self.cache.tier().map(SharedTier::purge_poll) else {
+            return;
+        };
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            self.cache.follow_fleet().await;
+        }
     }
 
     /// The number of cached tokens.
@@ -191,6 +266,7 @@ impl Proxy {
         let removed = self.cache.housekeeping(self.cache.now());
         self.flights.prune();
         self.metrics.upkeep();
+        self.admin.status.sample(&self.metrics, self.cache.now());
         if removed > 0 {
             tracing::debug!(removed, "dropped expired tokens");
         }
@@ -201,6 +277,39 @@ impl Proxy {
     pub fn loads_in_flight(&self) -> usize {
         self.flights.in_flight()
     }
+}
+
+/// What the native route's endpoint is built with.
+struct NativeRouteParts<'a> {
+    client: &'a UpstreamClient,
+    resilience: &'a ResilienceConfig,
+    clock: &'a Arc<dyn Clock>,
+    metrics: &'a ProxyMetrics,
+    freshness: tokencache_core::FreshnessPolicy,
+}
+
+/// The endpoint of Cognito's native API: its own budget (the
+/// UserAuthentication quota is not the token endpoint's), the shared
+/// retries and breaker settings, native answers.
+fn native_route(native: CognitoIdpConfig, parts: NativeRouteParts<'_>) -> UpstreamEndpoint {
+    let observer = RouteObserver {
+        metrics: parts.metrics.clone(),
+        breaker: parts.metrics.breaker_gauge(cognito::NAME),
+    };
+    let resilience = ResilienceConfig {
+        budget: native.budget,
+        ..*parts.resilience
+    };
+    let upstream = Upstream::new(
+        native.upstream,
+        parts.client.clone(),
+        &resilience,
+        Arc::clone(parts.clock),
+    );
+    let format = AnswerFormat::CognitoNative(NativeAnswerOptions {
+        strip_refresh_token: native.strip_refresh_token,
+    });
+    UpstreamEndpoint::new(upstream, observer, parts.freshness).with_format(format)
 }
 
 /// The single-flight table of every route: a failed background refresh

@@ -18,6 +18,7 @@ use tokencache_upstream::FetchRequest;
 use crate::answer;
 use crate::cache::TokenCache;
 use crate::cache_status::CacheStatus;
+use crate::dialect::Dialect;
 use crate::endpoint::TokenEndpoint;
 use crate::error::ProxyError;
 use crate::loader::{Forward, LoadOutcome, Loader, Purpose};
@@ -39,6 +40,9 @@ pub(crate) struct RequestLimits {
 /// One route: a path, its endpoint, and the proxy's cache and loader.
 pub(crate) struct Route {
     path: Arc<str>,
+    /// How its answers are written (OAuth 2.0, or the AWS JSON protocol of
+    /// Cognito's native API).
+    dialect: Dialect,
     endpoint: Arc<dyn TokenEndpoint>,
     cache: Arc<TokenCache>,
     loader: Arc<Loader>,
@@ -57,12 +61,19 @@ impl Route {
     ) -> Self {
         Self {
             path: path.into(),
+            dialect: Dialect::OAuth,
             endpoint,
             cache,
             loader,
             flights,
             metrics,
         }
+    }
+
+    /// The same route, writing its answers in `dialect`.
+    pub(crate) fn with_dialect(mut self, dialect: Dialect) -> Self {
+        self.dialect = dialect;
+        self
     }
 
     /// The path the route answers on.
@@ -80,7 +91,9 @@ impl Route {
     where
         B: http_body::Body<Data = Bytes> + Send + Unpin,
     {
-        match self.answer_token_request(request, limits).await {
+        // tokio's clock, not std's: it is the one tests can pause.
+        let started = tokio::time::Instant::now();
+        let response = match self.answer_token_request(request, limits).await {
             Ok(response) => response,
             Err(error) => {
                 self.metrics.request(Outcome::Error);
@@ -91,7 +104,15 @@ impl Route {
                 }
                 error.into_response()
             }
-        }
+        };
+        let outcome = Outcome::of_cache_status(
+            response
+                .headers()
+                .get("cache-status")
+                .map(HeaderValue::as_bytes),
+        );
+        self.metrics.answered(outcome, started.elapsed());
+        response
     }
 
     async fn answer_token_request<B>(
@@ -114,14 +135,32 @@ impl Route {
             drop(parsed);
             return self.bypass(parts.uri.query(), &parts.headers, body).await;
         }
+        let key = self.cache.key(&self.path, &parsed);
+        let answer = self.serve_keyed(key, || Forward::of(&parsed)).await;
+        if let (Ok(response), Some(client_id)) = (&answer, parsed.client_id()) {
+            self.metrics.client(client_id, response.headers());
+        }
+        answer
+    }
+
+    /// Answers a cacheable request whose key is `key`: from the memory
+    /// tier while fresh (the hit path), else the negative cache, else the
+    /// aging entry with a background refresh, else a load. `forward`
+    /// builds the upstream request, from the value the key was derived
+    /// from; it runs only when the hit path misses.
+    pub(crate) async fn serve_keyed(
+        &self,
+        key: CacheKey,
+        forward: impl FnOnce() -> Result<Forward, ProxyError>,
+    ) -> Result<Response, ProxyError> {
         let cache = &*self.cache;
-        let key = cache.key(&self.path, &parsed);
+        let dialect = self.dialect;
         let now = cache.now();
         // The hit path: answered under the shard's read lock, no Arc touched.
         let hit = cache.memory().with_entry(&key, now, |token| {
             (token.freshness(now) == Freshness::Fresh).then(|| {
                 let ttl = answer::hit_ttl(token, now);
-                answer::cached(token, now, CacheStatus::Hit { ttl })
+                dialect.token(answer::cached(token, now, CacheStatus::Hit { ttl }))
             })
         });
         if let Some(Some(response)) = hit {
@@ -134,17 +173,16 @@ impl Route {
             self.metrics.negative_hit();
             return Ok(answer::passed_through(&rejection, CacheStatus::NegativeHit));
         }
-        let forward = Forward::of(&parsed)?;
-        drop(parsed);
+        let forward = forward()?;
         if let Some(token) = cached.filter(|token| token.freshness(now) == Freshness::Aging) {
             self.refresh(key, forward);
             self.metrics.request(Outcome::Stale);
             let ttl = answer::hit_ttl(&token, now);
-            return Ok(answer::cached(
+            return Ok(dialect.token(answer::cached(
                 &token,
                 now,
                 CacheStatus::HitRefreshing { ttl },
-            ));
+            )));
         }
         self.load(key, forward).await
     }
@@ -209,7 +247,11 @@ impl Route {
                 let now = cache.now();
                 self.metrics.request(Outcome::Hit);
                 let ttl = answer::hit_ttl(&token, now);
-                return Ok(answer::cached(&token, now, CacheStatus::Hit { ttl }));
+                return Ok(self.dialect.token(answer::cached(
+                    &token,
+                    now,
+                    CacheStatus::Hit { ttl },
+                )));
             }
             Joined::Flight(flight) => flight,
         };
@@ -238,15 +280,16 @@ impl Route {
             (_, true) => Outcome::Miss,
             (_, false) => Outcome::Collapsed,
         });
+        let dialect = self.dialect;
         Ok(match &*outcome {
-            LoadOutcome::Stored(fetched) => fetched.answer(now, stored),
+            LoadOutcome::Stored(fetched) => dialect.token(fetched.answer(now, stored)),
             LoadOutcome::PassThrough(answer) => answer::passed_through(answer, uncacheable),
             LoadOutcome::TooLarge(answer) => answer::passed_through(answer, too_large),
-            LoadOutcome::FailedAnswer(answer) => answer::failed(answer, uncacheable),
-            LoadOutcome::Failed(error) => error.clone().into_response_with(uncacheable),
+            LoadOutcome::FailedAnswer(answer) => dialect.failed(answer, uncacheable),
+            LoadOutcome::Failed(error) => dialect.error(error.clone(), uncacheable),
             LoadOutcome::FromShared(token) => {
                 let ttl = answer::hit_ttl(token, now);
-                answer::cached(token, now, CacheStatus::SharedHit { ttl })
+                dialect.token(answer::cached(token, now, CacheStatus::SharedHit { ttl }))
             }
             // Only background refreshes defer to another replica; a load that
             // a caller waits for never does. Reaching this is a bug.
@@ -257,7 +300,7 @@ impl Route {
     /// A request that may not be cached goes upstream as it came, once (an
     /// authorization code is single-use, so it is never retried), and its
     /// answer comes back as it came.
-    async fn bypass(
+    pub(crate) async fn bypass(
         &self,
         query: Option<&str>,
         headers: &HeaderMap,
@@ -285,7 +328,7 @@ impl Route {
 /// The one value of a header that must not be repeated: two
 /// `Authorization` headers could be read one way for the key and another
 /// way by the upstream, so they are refused, never resolved.
-fn single_header<'h>(
+pub(crate) fn single_header<'h>(
     headers: &'h HeaderMap,
     name: &'static HeaderName,
 ) -> Result<Option<&'h [u8]>, ProxyError> {
@@ -300,7 +343,7 @@ fn single_header<'h>(
 /// Reads the whole body, refusing more than the limit, within the body
 /// timeout. A token request's body usually arrives with its headers: then
 /// it is read at once, without arming a timer (the hit path's common case).
-async fn read_body<B>(
+pub(crate) async fn read_body<B>(
     body: B,
     headers: &HeaderMap,
     limits: RequestLimits,

@@ -52,6 +52,11 @@ pub struct ServeOptions {
     /// HTTPS for the token listener; plain HTTP when `None`. (The admin
     /// listener is always plain HTTP: keep it on a private interface.)
     pub tls: Option<ReloadableTls>,
+    /// Threads that serve the token listener, each with a single-threaded
+    /// runtime of its own accepting from the same socket (thread per core:
+    /// no work stealing and no cross-thread wake-ups on the hit path). 0
+    /// serves it on the caller's runtime. Default 0.
+    pub workers: usize,
 }
 
 /// Serves `proxy` on `listener` (and its admin endpoints on `admin`) with
@@ -77,9 +82,15 @@ pub async fn serve(
     .await
 }
 
-/// Serves `proxy` until `shutdown` completes; then stops accepting, marks
-/// itself not ready, and lets requests in progress finish for at most
-/// `grace`.
+/// Serves `proxy` until `shutdown` completes; then marks itself not ready
+/// (`/readyz` answers 503 from that moment), stops accepting on the token
+/// listener, and lets requests in progress finish for at most `grace`. The
+/// admin listener keeps answering (metrics, `/readyz`) until the token
+/// listener has drained, so a load balancer sees the drain rather than
+/// refused connections; then it closes too.
+///
+/// With a shared store it also follows the fleet
+/// ([`Proxy::watch_fleet`]) while it serves.
 ///
 /// # Errors
 /// An I/O error from a listener.
@@ -92,20 +103,28 @@ pub async fn serve_with(
     grace: Duration,
 ) -> io::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
+    // The admin listener stops on its own signal, sent once the token
+    // listener has drained.
+    let (admin_stop_tx, admin_stop_rx) = watch::channel(false);
     let limits = options.limits;
     let token_connections = Arc::new(Connections::new(limits.connections()));
-    let main = tokio::spawn(accept_loop(
-        listener,
-        Listener {
-            service: proxy.token_service(&limits),
-            metrics: Some(proxy.metrics()),
-            connections: Arc::clone(&token_connections),
-            tls: options.tls,
-            limits,
-        },
-        stop_rx.clone(),
-        grace,
-    ));
+    let token_listener = Listener {
+        service: proxy.token_service(&limits),
+        metrics: Some(proxy.metrics()),
+        connections: Arc::clone(&token_connections),
+        tls: options.tls,
+        limits,
+    };
+    let main = match options.workers {
+        0 => tokio::spawn(accept_loop(listener, token_listener, stop_rx, grace)),
+        workers => tokio::spawn(serve_on_workers(
+            listener,
+            token_listener,
+            workers,
+            stop_rx,
+            grace,
+        )),
+    };
     let admin = admin.map(|admin| {
         // `/readyz` reports when the token listener is saturated.
         let router = proxy
@@ -120,7 +139,7 @@ pub async fn serve_with(
                 tls: None,
                 limits,
             },
-            stop_rx.clone(),
+            admin_stop_rx,
             grace,
         ))
     });
@@ -135,6 +154,10 @@ pub async fn serve_with(
             }
         }
     });
+    let fleet = tokio::spawn({
+        let proxy = proxy.clone();
+        async move { proxy.watch_fleet().await }
+    });
 
     shutdown.await;
     tracing::info!(
@@ -146,14 +169,17 @@ pub async fn serve_with(
     let result = main
         .await
         .unwrap_or_else(|join| Err(io::Error::other(join)));
+    let _ = admin_stop_tx.send(true);
     if let Some(admin) = admin {
         let _ = admin.await;
     }
     housekeeping.abort();
+    fleet.abort();
     result
 }
 
 /// What one listener serves, and how.
+#[derive(Clone)]
 struct Listener<S> {
     service: S,
     /// Where connections are counted (the token listener's only).
@@ -200,6 +226,65 @@ const MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 20;
 /// server do the resetting). A well-behaved client causes none; h2's
 /// default is 1024, more than a token client ever needs.
 const MAX_LOCAL_ERROR_RESET_STREAMS: usize = 128;
+
+/// Serves `listener` on `workers` threads, each running [`accept_loop`] on
+/// a single-threaded runtime of its own, all accepting from the same socket
+/// (the kernel hands each connection to one of them). Loads a worker
+/// starts run on its runtime; callers on other workers wait for them like
+/// any caller does.
+async fn serve_on_workers<S, B>(
+    listener: TcpListener,
+    served: Listener<S>,
+    workers: usize,
+    stop: watch::Receiver<bool>,
+    grace: Duration,
+) -> io::Result<()>
+where
+    S: hyper::service::Service<http::Request<Incoming>, Response = http::Response<B>>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let listener = listener.into_std()?;
+    let mut finished = Vec::with_capacity(workers);
+    for index in 0..workers {
+        let socket = listener.try_clone()?;
+        let (served, stop) = (served.clone(), stop.clone());
+        let (done, finish) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name(format!("tokencache-worker-{index}"))
+            .spawn(move || {
+                let result = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .and_then(|runtime| {
+                        runtime.block_on(async move {
+                            let listener = TcpListener::from_std(socket)?;
+                            accept_loop(listener, served, stop, grace).await
+                        })
+                    });
+                let _ = done.send(result);
+            })?;
+        finished.push(finish);
+    }
+    drop(listener);
+    let mut result = Ok(());
+    for finish in finished {
+        let outcome = finish
+            .await
+            .unwrap_or_else(|_| Err(io::Error::other("a worker thread panicked")));
+        if result.is_ok() {
+            result = outcome;
+        }
+    }
+    result
+}
 
 /// Accepts connections until told to stop, then drains them for at most
 /// `grace`.

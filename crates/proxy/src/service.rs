@@ -17,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::{Method, Request};
 
+use crate::cognito::{CognitoRoute, X_AMZ_TARGET};
 use crate::error::ProxyError;
 use crate::metrics::{Outcome, ProxyMetrics};
 use crate::route::{RequestLimits, Route};
@@ -27,6 +28,8 @@ type Answer = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>
 #[derive(Clone)]
 pub(crate) struct TokenService {
     routes: Arc<[Arc<Route>]>,
+    /// Cognito's native API, answering `POST /` with `X-Amz-Target`.
+    cognito: Option<Arc<CognitoRoute>>,
     metrics: ProxyMetrics,
     limits: RequestLimits,
     /// Requests with more headers are refused (431). HTTP/1.1's parser
@@ -38,12 +41,14 @@ pub(crate) struct TokenService {
 impl TokenService {
     pub(crate) fn new(
         routes: Arc<[Arc<Route>]>,
+        cognito: Option<Arc<CognitoRoute>>,
         metrics: ProxyMetrics,
         limits: RequestLimits,
         max_headers: usize,
     ) -> Self {
         Self {
             routes,
+            cognito,
             metrics,
             limits,
             max_headers,
@@ -63,8 +68,16 @@ impl TokenService {
         if request.headers().len() > self.max_headers {
             return self.refuse(ProxyError::TooManyHeaders(self.max_headers));
         }
-        // A handful of routes at most: a linear scan beats hashing.
         let path = request.uri().path();
+        if path == "/"
+            && request.headers().contains_key(&X_AMZ_TARGET)
+            && let Some(cognito) = &self.cognito
+        {
+            let cognito = Arc::clone(cognito);
+            let limits = self.limits;
+            return Box::pin(async move { Ok(cognito.answer(request, limits).await) });
+        }
+        // A handful of routes at most: a linear scan beats hashing.
         let Some(route) = self.routes.iter().find(|route| route.path() == path) else {
             return self.refuse(ProxyError::NotFound);
         };

@@ -224,8 +224,12 @@ async fn concurrent_cold_requests_make_one_upstream_request() {
         "{statuses:?}"
     );
     let metrics = proxy.metrics().await;
-    assert!(
-        metrics.contains(r#"tokencache_upstream_requests_total{status="2xx"} 1"#),
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"tokencache_upstream_requests_total{status="2xx"}"#
+        ),
+        Some(1),
         "{metrics}"
     );
 }
@@ -253,8 +257,9 @@ async fn aging_tokens_are_refreshed_in_the_background_once() {
     assert_eq!(idp.idp.token_requests(), 2);
     assert_eq!(refreshed["expires_in"], 3600);
     let metrics = proxy.metrics().await;
-    assert!(
-        metrics.contains(r#"tokencache_refreshes_total{result="ok"} 1"#),
+    assert_eq!(
+        metric(&metrics, r#"tokencache_refreshes_total{result="ok"}"#),
+        Some(1),
         "{metrics}"
     );
     let stale = metric(&metrics, r#"tokencache_requests_total{outcome="stale"}"#);

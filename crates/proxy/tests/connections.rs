@@ -42,7 +42,11 @@ impl Served {
             proxy,
             listener,
             Some(admin_listener),
-            ServeOptions { limits, tls },
+            ServeOptions {
+                limits,
+                tls,
+                workers: 0,
+            },
             async move {
                 let _ = stopped.await;
             },

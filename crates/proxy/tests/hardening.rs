@@ -42,7 +42,11 @@ async fn start(idp: &MockIdpServer, options: ServeOptions) -> (SocketAddr, onesh
 fn limits(change: impl FnOnce(&mut Limits)) -> ServeOptions {
     let mut limits = Limits::default();
     change(&mut limits);
-    ServeOptions { limits, tls: None }
+    ServeOptions {
+        limits,
+        tls: None,
+        workers: 0,
+    }
 }
 
 /// Writes `request` and reads until the server closes or 5 s pass.
@@ -174,6 +178,7 @@ async fn https_with_http2_and_a_certificate_reload() {
         ServeOptions {
             limits: Limits::default(),
             tls: Some(tls.clone()),
+            workers: 0,
         },
     )
     .await;
@@ -209,4 +214,53 @@ async fn https_with_http2_and_a_certificate_reload() {
         200
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Served on worker threads (each its own runtime, one shared socket): cold
+/// misses coalesce across workers, hits answer, and a stop drains them all.
+#[tokio::test]
+async fn worker_threads_share_one_cache_and_one_load_per_key() {
+    let idp = MockIdpServer::start(MockIdpConfig::default()).await;
+    let proxy = Proxy::new(
+        ProxyServer::config_for(&idp),
+        Arc::new(ManualClock::starting_now()),
+    )
+    .unwrap();
+    let (listener, addr) = bind_loopback().await;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let served = tokio::spawn(tokencache_proxy::serve_with(
+        proxy,
+        listener,
+        None,
+        ServeOptions {
+            workers: 2,
+            ..ServeOptions::default()
+        },
+        async move {
+            let _ = stopped.await;
+        },
+        Duration::from_secs(1),
+    ));
+    // Many connections at once, so both workers take some.
+    let request = token_request("");
+    let answers = futures::future::join_all((0..40).map(|_| exchange(addr, &request)));
+    let answers = tokio::time::timeout(Duration::from_secs(20), answers)
+        .await
+        .expect("answered");
+    for answer in &answers {
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+    let tokens: std::collections::HashSet<_> = answers
+        .iter()
+        .filter_map(|answer| answer.split("\"access_token\":\"").nth(1))
+        .filter_map(|rest| rest.split('"').next())
+        .collect();
+    assert_eq!(tokens.len(), 1, "one token for every caller");
+    assert_eq!(idp.idp.stats().token_requests, 1, "one upstream request");
+    drop(stop);
+    tokio::time::timeout(Duration::from_secs(5), served)
+        .await
+        .expect("drained in time")
+        .unwrap()
+        .unwrap();
 }

@@ -150,8 +150,8 @@ async fn admin_listener_reports_health_readiness_metrics_and_purges() {
     );
     let text = metrics.text().await.unwrap();
     for series in [
-        r#"tokencache_requests_total{outcome="miss"} 1"#,
-        r#"tokencache_upstream_requests_total{status="2xx"} 1"#,
+        r#"tokencache_requests_total{outcome="miss",route="/oauth2/token"} 1"#,
+        r#"tokencache_upstream_requests_total{status="2xx",route="/oauth2/token"} 1"#,
         "tokencache_cache_entries 1",
         "tokencache_upstream_request_duration_seconds_bucket",
         "# HELP tokencache_requests_total",

@@ -421,14 +421,35 @@ async fn unauthorized_with_www_authenticate_is_passed_through() {
         .await;
 }
 
+/// A throttle whose `Retry-After` outlasts the caller's deadline: passed
+/// through as it came, never cached, and it pauses the route, so the next
+/// caller gets a 503 at once instead of throttling the upstream again.
 #[tokio::test]
-async fn throttle_with_retry_after_is_passed_through() {
-    let reply = Reply::new(
-        429,
-        &[("content-type", JSON), ("retry-after", "7")],
-        br#"{"error":"too_many_requests"}"#,
+async fn throttle_with_retry_after_is_passed_through_and_pauses_the_route() {
+    let body = br#"{"error":"too_many_requests"}"#;
+    let reply = Reply::new(429, &[("content-type", JSON), ("retry-after", "30")], body);
+    let upstream = Upstream::start(reply).await;
+    let proxy = proxy_for(&upstream).await;
+    let response = proxy.token_request("app", "app-secret", CC).await;
+    assert_eq!(response.status(), 429);
+    assert_eq!(response.headers()["retry-after"], "30");
+    assert_eq!(
+        cache_status(&response),
+        "tokencache; fwd=miss; detail=uncacheable"
     );
-    assert_passed_through_uncached(reply, JSON, &[("retry-after", "7")]).await;
+    assert_eq!(response.bytes().await.unwrap(), &body[..]);
+    assert_eq!(upstream.count(), 1);
+
+    let response = proxy.token_request("app", "app-secret", CC).await;
+    let retry_after: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=30).contains(&retry_after), "{retry_after}");
+    assert_unavailable(response, 503).await;
+    assert_eq!(upstream.count(), 1, "the paused route sent nothing");
+    assert_eq!(proxy.proxy.cached_entries(), 0);
 }
 
 /// Sends the same cacheable request twice; both times the upstream is asked,

@@ -332,11 +332,11 @@ async fn throttled_loads_are_retried_after_retry_after() {
     assert!(idp.idp.stats().throttled >= 1);
     let metrics = proxy.metrics().await;
     assert!(
-        metrics.contains(r#"tokencache_upstream_retries_total{reason="answer"}"#),
+        metrics.contains(r#"tokencache_upstream_retries_total{reason="answer","#),
         "{metrics}"
     );
     assert!(
-        !metrics.contains("tokencache_upstream_throttled_total 0"),
+        !metrics.contains(r#"tokencache_upstream_throttled_total{route="/oauth2/token"} 0"#),
         "{metrics}"
     );
 }
@@ -403,7 +403,7 @@ async fn the_breaker_fails_misses_fast_while_hits_are_served_then_recovers() {
     assert_eq!(hit["access_token"], cached["access_token"]);
     let metrics = proxy.metrics().await;
     assert!(
-        metrics.contains(r#"tokencache_breaker_state{route="/oauth2/token"} 1"#),
+        metrics.contains(r#"tokencache_breaker_state{route="/oauth2/token",state="open"} 1"#),
         "{metrics}"
     );
 
@@ -418,7 +418,7 @@ async fn the_breaker_fails_misses_fast_while_hits_are_served_then_recovers() {
     assert_eq!(status, 200, "the probe succeeds: {body}");
     let metrics = proxy.metrics().await;
     assert!(
-        metrics.contains(r#"tokencache_breaker_state{route="/oauth2/token"} 0"#),
+        metrics.contains(r#"tokencache_breaker_state{route="/oauth2/token",state="closed"} 1"#),
         "{metrics}"
     );
 }
@@ -460,7 +460,53 @@ async fn a_caller_that_would_wait_past_its_deadline_gets_503() {
     assert_eq!(idp.idp.token_requests(), 1);
     let metrics = proxy.metrics().await;
     assert!(
-        metrics.contains("tokencache_budget_rejections_total 2"),
+        metrics.contains(r#"tokencache_budget_rejections_total{route="/oauth2/token"} 2"#),
         "{metrics}"
+    );
+}
+
+/// The budget learns the identity provider's real rate from its throttles:
+/// a cold start far above it still serves every caller, and the IdP's
+/// throttles stay a small share of what it receives.
+#[tokio::test]
+async fn a_cold_start_above_the_idps_rate_learns_it_from_throttles() {
+    let idp = MockIdpServer::start(MockIdpConfig::default()).await;
+    idp.idp.apply(&ControlUpdate {
+        rate_limit_per_sec: Some(20),
+        ..ControlUpdate::default()
+    });
+    // The default budget (100/s, bursts of 20), five times the IdP's rate.
+    let proxy = Arc::new(ProxyServer::start(ProxyServer::config_for(&idp), SystemClock).await);
+    let callers: Vec<_> = (0..200)
+        .map(|n| {
+            let proxy = Arc::clone(&proxy);
+            tokio::spawn(async move {
+                let response = proxy
+                    .token_request("demo-client", "demo-secret", &format!("{CC}&resource=k{n}"))
+                    .await;
+                response.status().as_u16()
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for caller in callers {
+        statuses.push(
+            tokio::time::timeout(Duration::from_secs(30), caller)
+                .await
+                .unwrap()
+                .unwrap(),
+        );
+    }
+    let stats = idp.idp.stats();
+    assert!(
+        statuses.iter().all(|status| *status == 200),
+        "{} of 200 callers got no token: {statuses:?} {stats:?}",
+        statuses.iter().filter(|status| **status != 200).count()
+    );
+    let received = stats.token_requests;
+    assert!(
+        stats.throttled * 100 <= received * 15,
+        "{} throttled of {received} received",
+        stats.throttled
     );
 }

@@ -12,6 +12,7 @@ use tokencache_memory_store::InProcessSharedStore;
 use tokencache_mock_idp::{MockIdp, MockIdpConfig};
 use tokencache_proxy::{ProxyConfig, SharedStoreConfig};
 use tokencache_test_support::answers::answer_of;
+use tokencache_test_support::fleet::check_purges_reach_the_fleet;
 use tokencache_test_support::{FlakyStore, ManualClock, MockIdpServer, ProxyServer};
 
 const CC: &str = "grant_type=client_credentials";
@@ -237,16 +238,10 @@ async fn the_memory_tier_asks_the_store_again_after_its_ttl() {
             .status(),
         200
     );
-    // A purges everything (a revoked credential, say); B still has the
-    // token in memory for up to 30 s, then asks the store, which is empty.
-    let purged = a
-        .http
-        .post(a.admin_url("/purge"))
-        .bearer_auth(tokencache_test_support::ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(purged.status(), 200);
+    // The entry leaves the store behind the fleet's back (no purge
+    // announced, as when it is evicted); B still has the token in memory
+    // for up to 30 s, then asks the store, which is empty.
+    assert_eq!(fleet.store.clear().await.unwrap(), Some(1));
     let (_, cache_status, _) =
         answer_of(b.token_request("demo-client", "demo-secret", CC).await).await;
     assert!(
@@ -345,14 +340,32 @@ async fn a_store_outage_degrades_service_and_heals() {
     let detail = ready.text().await.unwrap();
     assert!(detail.contains("degraded"), "{detail}");
     assert!(detail.contains("flaky"), "{detail}");
+    assert!(detail.contains("breaker open"), "{detail}");
+    let metrics = proxy.metrics().await;
+    assert!(metrics.contains("tokencache_store_errors_total"));
     assert!(
-        proxy
-            .metrics()
-            .await
-            .contains("tokencache_store_errors_total")
+        metrics.contains("tokencache_store_breaker_open 1"),
+        "{metrics}"
     );
 
+    // The background probe finds the store back and closes the breaker,
+    // without a request having to fail first.
     down.set_down(false);
+    let mut polls = 0;
+    loop {
+        let ready = proxy
+            .http
+            .get(proxy.admin_url("/readyz"))
+            .send()
+            .await
+            .unwrap();
+        if ready.text().await.unwrap() == "ready\n" {
+            break;
+        }
+        polls += 1;
+        assert!(polls < 100, "the breaker did not close within 2 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     fleet.clock.advance(Duration::from_secs(31));
     let (status, _, _) = answer_of(
         proxy
@@ -405,10 +418,28 @@ async fn one_clients_tokens_are_purged_across_the_fleet() {
         1,
         "only other-client's entry is left"
     );
-    // A lets go of its memory copy within the memory tier's bound.
+    // A lets go of its memory copy through the purge log (and in any case
+    // within the memory tier's bound).
     fleet.clock.advance(Duration::from_secs(31));
     let (_, demo, _) = answer_of(a.token_request("demo-client", "demo-secret", CC).await).await;
     assert_eq!(demo, "tokencache; fwd=miss; stored");
     let (_, other, _) = answer_of(a.token_request("other-client", "other-secret", CC).await).await;
     assert!(other.ends_with("detail=shared"), "{other}");
+}
+
+#[tokio::test]
+async fn a_purge_on_one_replica_reaches_the_others_memory_tier_at_once() {
+    // The real clock: purges travel on the purge log's poll, in real time.
+    let idp = MockIdpServer::start(MockIdpConfig::default()).await;
+    let store: Arc<dyn SharedStore> = Arc::new(InProcessSharedStore::new(Arc::new(
+        tokencache_core::SystemClock,
+    )));
+    let a = tokencache_test_support::fleet::replica(&idp, Arc::clone(&store)).await;
+    let b = tokencache_test_support::fleet::replica(&idp, store).await;
+    let took = check_purges_reach_the_fleet(&a, &b, Duration::from_secs(2)).await;
+    // One poll (500 ms) and a request or two: far below the memory tier's
+    // 30 s, which is what the other replica would otherwise serve it for.
+    for took in took {
+        assert!(took < Duration::from_millis(1_500), "{took:?}");
+    }
 }

@@ -3,6 +3,8 @@
 //! ```text
 //! {prefix}{<key>}             the sealed entry (a string, expiring PXAT)
 //! {prefix}{<key>}:lease       its load lease (the owner id, expiring PX)
+//! {prefix}purges              the fleet's purge log (a hash: epoch,
+//!                             generation, log), never expiring
 //! ```
 //!
 //! `<key>` is the store key, `<16 hex client tag>.<64 hex>` (both HMACs).
@@ -15,6 +17,10 @@ use tokencache_core::{ClientTag, StoreKey};
 
 /// What follows an entry's key to name its lease.
 const LEASE_SUFFIX: &str = ":lease";
+
+/// What follows the prefix to name the purge log: no braces, so no entry
+/// pattern matches it and a purge of the entries leaves it.
+const PURGES: &str = "purges";
 
 /// Builds the Redis keys of store keys under one prefix.
 #[derive(Debug, Clone)]
@@ -37,6 +43,11 @@ impl KeyLayout {
     /// `{prefix}{<hex>}:lease`.
     pub(crate) fn lease(&self, key: &StoreKey) -> String {
         format!("{}{{{}}}{LEASE_SUFFIX}", self.prefix, key.as_str())
+    }
+
+    /// `{prefix}purges`.
+    pub(crate) fn purges(&self) -> String {
+        format!("{}{PURGES}", self.prefix)
     }
 
     /// A `SCAN … MATCH` pattern for entries only (leases end in `:lease`,

@@ -31,6 +31,8 @@
 //! ```text
 //! {prefix}{<key>}             the sealed entry: a string, SET … PXAT <expiry>
 //! {prefix}{<key>}:lease       its load lease: the owner id, SET … NX PX <ttl>
+//! {prefix}purges              the fleet's purge log: a hash (epoch,
+//!                             generation, log), written compare-and-set
 //! ```
 //! The prefix is `tokencache:` unless configured. The hex in braces is a
 //! Redis Cluster hash tag, so an entry and its lease share a slot. Nothing
@@ -48,7 +50,14 @@
 //!   extended or released by its holder. Requires Redis 6.2 or later
 //!   (`PXAT`).
 //! - [`SharedStore::clear`] scans every primary for entries under the
-//!   prefix and unlinks them in batches; leases are left to expire.
+//!   prefix and unlinks them in batches; leases are left to expire, and the
+//!   purge log stays (it is what tells the fleet). In a cluster the
+//!   primaries are those a live node lists now (`CLUSTER SLOTS`), so a
+//!   replica promoted a moment ago is not skipped; a node that fails
+//!   mid-purge (a failover in progress) is tried again, up to four rounds.
+//! - The purge log is one `HMGET` to read (each replica reads it about
+//!   every half second) and a Lua compare-and-set on its generation to
+//!   append.
 //! - Errors and logs never carry the password; `Debug` redacts it.
 //!
 //! This crate has no feature flags.
@@ -67,11 +76,11 @@ use std::fmt;
 use std::future::Future;
 use std::time::Duration;
 
-use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo, SingleNodeRoutingInfo};
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{RedisResult, Script, Value};
 use tokencache_core::{
-    ClientTag, Clock, LeaseOwner, SharedStore, StoreError, StoreFuture, StoreKey, SystemClock,
-    UnixMillis,
+    ClientTag, Clock, LeaseOwner, PurgeLog, PurgeMark, PurgeScope, SharedStore, StoreError,
+    StoreFuture, StoreKey, SystemClock, UnixMillis,
 };
 
 use crate::config::Password;
@@ -101,6 +110,27 @@ end
 return 0
 ";
 
+/// Replaces the purge log if its generation is still the one read.
+/// `KEYS[1]` the log, `ARGV[1]` the generation read (`0` for none),
+/// `ARGV[2..4]` the new epoch, generation and log text.
+const APPEND_PURGE: &str = r"
+local current = redis.call('HGET', KEYS[1], 'generation')
+if (current or '0') ~= ARGV[1] then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'epoch', ARGV[2], 'generation', ARGV[3], 'log', ARGV[4])
+return 1
+";
+
+/// Rounds of read and compare-and-set an announcement may take when other
+/// replicas announce at the same moment.
+const ANNOUNCE_ROUNDS: usize = 16;
+
+/// Rounds a purge of a cluster makes when a node fails (a failover in
+/// progress), and the pause before the next, growing with each round.
+const CLEAR_ROUNDS: u32 = 4;
+const CLEAR_RETRY_PAUSE: Duration = Duration::from_millis(250);
+
 /// Keys asked for per `SCAN` round, and so unlinked per batch, in a purge.
 const CLEAR_BATCH: usize = 500;
 
@@ -116,6 +146,7 @@ pub struct RedisStore {
     url: String,
     try_lease: Script,
     release_lease: Script,
+    append_purge: Script,
 }
 
 impl RedisStore {
@@ -156,6 +187,7 @@ impl RedisStore {
             url: config.redacted_url(),
             try_lease: Script::new(TRY_LEASE),
             release_lease: Script::new(RELEASE_LEASE),
+            append_purge: Script::new(APPEND_PURGE),
         }
     }
 
@@ -177,17 +209,84 @@ impl RedisStore {
         Err(result)
     }
 
+    /// The purge log: one `HMGET`.
+    async fn read_purge_log(&self) -> Result<PurgeLog, StoreError> {
+        let key = self.keys.purges();
+        let (epoch, generation, log): (Option<String>, Option<u64>, Option<String>) = self
+            .run("purge_log", |mut conn| async move {
+                redis::cmd("HMGET")
+                    .arg(key)
+                    .arg("epoch")
+                    .arg("generation")
+                    .arg("log")
+                    .query_async(&mut conn)
+                    .await
+            })
+            .await?;
+        let recent =
+            PurgeLog::parse_recent(log.as_deref().unwrap_or_default()).ok_or_else(|| {
+                StoreError::Protocol("redis purge_log: a line of the log is not a purge".to_owned())
+            })?;
+        Ok(PurgeLog {
+            epoch: epoch.unwrap_or_default(),
+            generation: generation.unwrap_or(0),
+            recent,
+        })
+    }
+
+    /// Appends to the purge log: read, then compare-and-set, again while
+    /// another replica's append wins the race.
+    async fn append_purge_log(&self, scope: PurgeScope) -> Result<PurgeMark, StoreError> {
+        for _ in 0..ANNOUNCE_ROUNDS {
+            let log = self.read_purge_log().await?;
+            let next = log.appended(scope);
+            let key = self.keys.purges();
+            let text = next.recent_text();
+            let (epoch, generation, read) = (&next.epoch, next.generation, log.generation);
+            let written: i64 = self
+                .run("announce_purge", |mut conn| async move {
+                    self.append_purge
+                        .key(key)
+                        .arg(read)
+                        .arg(epoch)
+                        .arg(generation)
+                        .arg(text)
+                        .invoke_async(&mut conn)
+                        .await
+                })
+                .await?;
+            if written == 1 {
+                return Ok(next.mark());
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "redis announce_purge: lost the race {ANNOUNCE_ROUNDS} times"
+        )))
+    }
+
     /// Unlinks the entries under the prefix (one client's with `tag`) on
     /// every node.
     async fn clear_matching(&self, tag: Option<&ClientTag>) -> Result<u64, StoreError> {
         let removed = match &self.conn {
             Conn::Standalone(_) => self.clear_node(None, tag).await?,
             Conn::Cluster(_) => {
-                let mut removed = 0;
-                for primary in self.cluster_primaries().await? {
-                    removed += self.clear_node(Some(primary), tag).await?;
+                let mut attempt = 1;
+                loop {
+                    match self.clear_primaries(tag).await {
+                        Ok(removed) => break removed,
+                        // Right after a failover the client may still name
+                        // the dead primary; the failure makes it read the
+                        // cluster's slots again, so the next round finds
+                        // the promoted replica. (Clearing is idempotent.)
+                        Err(error) if attempt < CLEAR_ROUNDS => {
+                            tracing::debug!(store = "redis", attempt, %error,
+                                "redis clear failed on a cluster node; trying again");
+                            tokio::time::sleep(CLEAR_RETRY_PAUSE * attempt).await;
+                            attempt += 1;
+                        }
+                        Err(error) => return Err(error),
+                    }
                 }
-                removed
             }
         };
         tracing::debug!(
@@ -199,8 +298,18 @@ impl RedisStore {
         Ok(removed)
     }
 
-    /// Unlinks every entry under the prefix on one server, or on one
-    /// cluster primary when `node` names it.
+    /// Unlinks the entries under the prefix on every primary the cluster
+    /// has now.
+    async fn clear_primaries(&self, tag: Option<&ClientTag>) -> Result<u64, StoreError> {
+        let mut removed = 0;
+        for primary in self.primaries_now().await? {
+            removed += self.clear_node(Some(primary), tag).await?;
+        }
+        Ok(removed)
+    }
+
+    /// Unlinks every entry under the prefix on one server, or on the
+    /// cluster primary at `node`.
     async fn clear_node(
         &self,
         node: Option<(String, u16)>,
@@ -220,6 +329,10 @@ impl RedisStore {
                 .run("clear", |conn| async {
                     match (conn, &node) {
                         (Conn::Cluster(mut conn), Some((host, port))) => {
+                            // A node the client holds no connection to (a
+                            // replica promoted a moment ago) is an error,
+                            // on which the client reconnects from its seed
+                            // nodes and tries again: never a silent skip.
                             let routing =
                                 RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
                                     host: host.clone(),
@@ -251,41 +364,51 @@ impl RedisStore {
         }
     }
 
-    /// The primaries of the cluster, as the client addresses them.
-    async fn cluster_primaries(&self) -> Result<Vec<(String, u16)>, StoreError> {
-        let answers = self
+    /// The primaries of the cluster as a live node sees it now (`CLUSTER
+    /// SLOTS`). Not the client's own list: that one lags a failover until a
+    /// request for a moved slot fails, and a fan-out to it silently skips a
+    /// primary it holds no connection to.
+    async fn primaries_now(&self) -> Result<Vec<(String, u16)>, StoreError> {
+        let answer = self
             .run("clear", |conn| async move {
                 let Conn::Cluster(mut conn) = conn else {
-                    return Ok(Value::Map(Vec::new()));
+                    return Ok(Value::Array(Vec::new()));
                 };
-                // A command without a merge policy comes back as a map from
-                // each primary's address to its answer.
-                let routing = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
-                conn.route_command(redis::cmd("PING"), routing).await
+                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random);
+                let mut slots = redis::cmd("CLUSTER");
+                slots.arg("SLOTS");
+                conn.route_command(slots, routing).await
             })
             .await?;
-        let Value::Map(answers) = answers else {
-            return Err(StoreError::Protocol(
-                "redis clear: unexpected answer listing the cluster primaries".to_owned(),
-            ));
+        let unexpected =
+            || StoreError::Protocol("redis clear: unexpected answer to CLUSTER SLOTS".to_owned());
+        let Value::Array(ranges) = answer else {
+            return Err(unexpected());
         };
-        answers
-            .into_iter()
-            .map(|(address, _)| {
-                let address: String = redis::from_redis_value(address).map_err(|error| {
-                    StoreError::Protocol(format!("redis clear: a primary's address: {error}"))
-                })?;
-                let (host, port) = address
-                    .rsplit_once(':')
-                    .and_then(|(host, port)| Some((host.to_owned(), port.parse().ok()?)))
-                    .ok_or_else(|| {
-                        StoreError::Protocol(format!(
-                            "redis clear: unexpected primary address {address}"
-                        ))
-                    })?;
-                Ok((host, port))
-            })
-            .collect()
+        // Each range: [first slot, last slot, [host, port, id, …], replicas…].
+        let mut primaries: Vec<(String, u16)> = Vec::new();
+        for range in ranges {
+            let Value::Array(fields) = range else {
+                return Err(unexpected());
+            };
+            let Some(Value::Array(primary)) = fields.get(2) else {
+                return Err(unexpected());
+            };
+            let (Some(host), Some(Value::Int(port))) = (primary.first(), primary.get(1)) else {
+                return Err(unexpected());
+            };
+            let host: String = redis::from_redis_value(host.clone()).map_err(|_| unexpected())?;
+            let port = u16::try_from(*port).map_err(|_| unexpected())?;
+            if !primaries.contains(&(host.clone(), port)) {
+                primaries.push((host, port));
+            }
+        }
+        if primaries.is_empty() {
+            return Err(StoreError::Unavailable(
+                "redis clear: the cluster serves no slot".to_owned(),
+            ));
+        }
+        Ok(primaries)
     }
 }
 
@@ -410,6 +533,14 @@ impl SharedStore for RedisStore {
 
     fn clear_client<'a>(&'a self, tag: &'a ClientTag) -> StoreFuture<'a, Option<u64>> {
         Box::pin(async move { self.clear_matching(Some(tag)).await.map(Some) })
+    }
+
+    fn purge_log(&self) -> StoreFuture<'_, PurgeLog> {
+        Box::pin(self.read_purge_log())
+    }
+
+    fn announce_purge<'a>(&'a self, scope: &'a PurgeScope) -> StoreFuture<'a, PurgeMark> {
+        Box::pin(self.append_purge_log(*scope))
     }
 }
 

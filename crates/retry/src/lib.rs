@@ -65,12 +65,21 @@ pub enum Verdict {
     /// Worth another attempt, but not before this long (a `Retry-After`):
     /// a floor under the backoff's delay.
     RetryAfter(Duration),
+    /// Worth another attempt at once, and not counted against the attempt
+    /// limit: the attempt paces itself (a throttled request goes back to a
+    /// request budget that already slowed down). Bounded by the deadline
+    /// and by [`MAX_UNCOUNTED`] in a row.
+    Again,
     /// Done, and this outcome says less than the previous attempt's (say,
     /// the attempt was refused locally, by a budget or a circuit breaker,
     /// before it reached anyone): return the previous outcome if there was
     /// one, else this one.
     Discard,
 }
+
+/// The most [`Verdict::Again`] retries in a row; beyond it they count as
+/// [`Verdict::Retry`], so a source that never stops asking cannot spin.
+pub const MAX_UNCOUNTED: u32 = 64;
 
 /// A retry about to wait, as shown to the `before_retry` hook of
 /// [`Retry::run`] (for logs and metrics).
@@ -140,15 +149,37 @@ impl Retry {
     {
         let mut previous = None;
         let mut attempts = 0u32;
+        let mut made = 0u32;
+        let mut uncounted = 0u32;
         loop {
-            let outcome = attempt(attempts).await;
-            attempts = attempts.saturating_add(1);
+            let outcome = attempt(made).await;
+            made = made.saturating_add(1);
             let floor = match classify(&outcome) {
                 Verdict::Stop => return outcome,
                 Verdict::Discard => return previous.unwrap_or(outcome),
-                Verdict::Retry => None,
+                Verdict::Again if uncounted < MAX_UNCOUNTED => {
+                    if self
+                        .deadline
+                        .is_some_and(|deadline| Instant::now() >= deadline)
+                    {
+                        return outcome;
+                    }
+                    uncounted += 1;
+                    before_retry(
+                        &outcome,
+                        Retrying {
+                            attempts,
+                            delay: Duration::ZERO,
+                        },
+                    );
+                    previous = Some(outcome);
+                    continue;
+                }
+                Verdict::Retry | Verdict::Again => None,
                 Verdict::RetryAfter(floor) => Some(floor),
             };
+            uncounted = 0;
+            attempts = attempts.saturating_add(1);
             let Some(delay) = self.next_delay(attempts, floor) else {
                 return outcome;
             };
@@ -334,5 +365,30 @@ mod tests {
         let (_, waits, _) = scripted(policy, &["busy", "busy", "busy"], until_ok).await;
         assert!(waits[0] <= ms(100) && waits[1] <= ms(200), "{waits:?}");
         assert!(started.elapsed() <= ms(300));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn again_retries_at_once_without_using_up_attempts() {
+        // One attempt allowed in all, yet two throttles are waited out.
+        let (outcome, waits, made) = scripted(
+            half(1),
+            &["throttled", "throttled", "ok"],
+            |outcome| match *outcome {
+                "ok" => Verdict::Stop,
+                _ => Verdict::Again,
+            },
+        )
+        .await;
+        assert_eq!((outcome, made), ("ok", 3));
+        assert_eq!(waits, [Duration::ZERO, Duration::ZERO]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn again_is_bounded_in_a_row() {
+        let script = ["throttled"; MAX_UNCOUNTED as usize + 2];
+        let (outcome, _, made) = scripted(half(1), &script, |_| Verdict::Again).await;
+        assert_eq!(outcome, "throttled");
+        // The uncounted ones, then one counted attempt with no retry left.
+        assert_eq!(made, MAX_UNCOUNTED + 1);
     }
 }

@@ -46,16 +46,43 @@ pub async fn answer_of(response: reqwest::Response) -> (u16, String, Value) {
     (status, cache_status, body)
 }
 
-/// The value of `series` (its name and labels as the exporter prints them,
-/// e.g. `tokencache_refreshes_total{result="ok"}`) in the Prometheus text
-/// `metrics`, or `None` when the series is absent or not a whole number.
+/// The value of `series` in the Prometheus text `metrics`: its name and
+/// labels as the exporter prints them, e.g.
+/// `tokencache_refreshes_total{result="ok"}`, or `None` when no series
+/// matches or a value is not a whole number.
+///
+/// The labels given need not be all of a series' labels: the values of
+/// every series of that name carrying them are summed, so
+/// `tokencache_requests_total{outcome="miss"}` counts the misses of every
+/// route. A name without labels matches only a series without labels.
 #[must_use]
 pub fn metric(metrics: &str, series: &str) -> Option<u64> {
-    metrics
-        .lines()
-        // The space keeps `a_total` from matching a line of `a_total_bytes`.
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|value| value.trim().parse().ok())
+    let (name, wanted) = match series.split_once('{') {
+        Some((name, labels)) => (name, Some(labels.trim_end_matches('}'))),
+        None => (series, None),
+    };
+    let wanted: Vec<&str> = wanted.map_or_else(Vec::new, |labels| labels.split(',').collect());
+    let mut total = None;
+    for line in metrics.lines().filter(|line| !line.starts_with('#')) {
+        let Some((key, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let matches = match key.split_once('{') {
+            // Label values holding `,` are not used by the proxy.
+            Some((found, labels)) => {
+                let labels: Vec<&str> = labels.trim_end_matches('}').split(',').collect();
+                found == name
+                    && !wanted.is_empty()
+                    && wanted.iter().all(|label| labels.contains(label))
+            }
+            None => key == name && wanted.is_empty(),
+        };
+        if matches {
+            let value: u64 = value.trim().parse().ok()?;
+            total = Some(total.unwrap_or(0) + value);
+        }
+    }
+    total
 }
 
 #[cfg(test)]
@@ -67,6 +94,7 @@ mod tests {
 # TYPE tokencache_requests_total counter
 tokencache_requests_total{outcome=\"hit\"} 41
 tokencache_requests_total{outcome=\"miss\"} 2
+tokencache_requests_total{outcome=\"miss\",route=\"/b\"} 3
 tokencache_cache_entries_bytes 512
 tokencache_cache_entries 1
 ";
@@ -75,13 +103,17 @@ tokencache_cache_entries 1
     fn reads_the_series_named_and_no_other() {
         assert_eq!(
             metric(TEXT, r#"tokencache_requests_total{outcome="miss"}"#),
-            Some(2)
+            Some(5)
         );
         assert_eq!(
             metric(TEXT, r#"tokencache_requests_total{outcome="hit"}"#),
             Some(41)
         );
         assert_eq!(metric(TEXT, "tokencache_cache_entries"), Some(1));
+        assert_eq!(
+            metric(TEXT, r#"tokencache_requests_total{route="/b"}"#),
+            Some(3)
+        );
     }
 
     #[test]

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokencache_core::{
-    CacheKey, Clock, HmacKey, KeyDeriver, LeaseOwner, SharedStore, StoreKey, SystemClock,
+    CacheKey, Clock, HmacKey, KeyDeriver, LeaseOwner, PurgeScope, SharedStore, StoreKey,
+    SystemClock,
 };
 
 /// A key no other test run uses.
@@ -31,6 +32,70 @@ pub async fn check_store(store: Arc<dyn SharedStore>) {
     concurrent_leases_have_one_winner(Arc::clone(&store)).await;
     clear_removes_entries(&*store).await;
     clear_client_removes_only_that_clients_entries(&*store).await;
+    purges_are_logged_in_order(&*store).await;
+    concurrent_purges_are_all_logged(Arc::clone(&store)).await;
+    clear_leaves_the_purge_log(&*store).await;
+}
+
+async fn purges_are_logged_in_order(store: &dyn SharedStore) {
+    let name = store.name();
+    let before = store.purge_log().await.unwrap();
+    let seen = before.mark();
+    let tag = KeyDeriver::new(&HmacKey::from_bytes(rand::random())).client_tag("revoked");
+    let first = store
+        .announce_purge(&PurgeScope::Client(tag))
+        .await
+        .unwrap();
+    assert_eq!(first.generation, seen.generation + 1, "{name}: counted");
+    assert!(!first.epoch.is_empty(), "{name}: the log has an epoch");
+    let log = store.purge_log().await.unwrap();
+    assert_eq!(log.mark(), first, "{name}: the log as announced");
+    assert_eq!(
+        log.since(&seen),
+        [PurgeScope::Client(tag)],
+        "{name}: one client purged"
+    );
+    let second = store.announce_purge(&PurgeScope::All).await.unwrap();
+    assert_eq!(
+        (second.epoch.as_str(), second.generation),
+        (first.epoch.as_str(), first.generation + 1),
+        "{name}: same epoch, next generation"
+    );
+    let log = store.purge_log().await.unwrap();
+    assert_eq!(log.since(&first), [PurgeScope::All], "{name}: all purged");
+    assert!(log.since(&second).is_empty(), "{name}: nothing new");
+}
+
+async fn concurrent_purges_are_all_logged(store: Arc<dyn SharedStore>) {
+    let before = store.purge_log().await.unwrap().generation;
+    let announcers: Vec<_> = (0..5)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move { store.announce_purge(&PurgeScope::All).await.unwrap() })
+        })
+        .collect();
+    let mut generations = Vec::new();
+    for announcer in announcers {
+        generations.push(announcer.await.unwrap().generation);
+    }
+    generations.sort_unstable();
+    assert_eq!(
+        generations,
+        (before + 1..=before + 5).collect::<Vec<_>>(),
+        "{}: every purge has its own generation",
+        store.name()
+    );
+}
+
+async fn clear_leaves_the_purge_log(store: &dyn SharedStore) {
+    let mark = store.announce_purge(&PurgeScope::All).await.unwrap();
+    store.clear().await.unwrap();
+    assert_eq!(
+        store.purge_log().await.unwrap().mark(),
+        mark,
+        "{}: a purge of the entries keeps the log that tells the fleet",
+        store.name()
+    );
 }
 
 async fn clear_client_removes_only_that_clients_entries(store: &dyn SharedStore) {

@@ -5,7 +5,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokencache_core::{
-    ClientTag, LeaseOwner, SharedStore, StoreError, StoreFuture, StoreKey, UnixMillis,
+    ClientTag, LeaseOwner, PurgeLog, PurgeMark, PurgeScope, SharedStore, StoreError, StoreFuture,
+    StoreKey, UnixMillis,
 };
 
 /// Delegates to `inner`, except while [`OutageSwitch::set_down`] is on,
@@ -92,5 +93,11 @@ impl<S: SharedStore> SharedStore for FlakyStore<S> {
     }
     fn clear_client<'a>(&'a self, tag: &'a ClientTag) -> StoreFuture<'a, Option<u64>> {
         self.gate(|s| s.clear_client(tag))
+    }
+    fn purge_log(&self) -> StoreFuture<'_, PurgeLog> {
+        self.gate(|s| s.purge_log())
+    }
+    fn announce_purge<'a>(&'a self, scope: &'a PurgeScope) -> StoreFuture<'a, PurgeMark> {
+        self.gate(|s| s.announce_purge(scope))
     }
 }

@@ -4,15 +4,22 @@
 //! - [`MockIdpServer`] and [`ProxyServer`]: the real servers on
 //!   `127.0.0.1:0`, stopped when dropped.
 //! - [`conformance::check_store`]: the contract every shared store passes.
+//! - [`fleet`]: replicas over one shared store, and the purge scenario
+//!   every shared store runs with them.
 //! - [`answers::answer_of`] and [`answers::metric`]: a token answer's status,
 //!   `Cache-Status` and JSON body at once; one series of the metrics text.
 //! - [`last_value_idp::LastValueIdp`]: a token endpoint that reads repeated
 //!   parameters and headers the other way (last copy wins), to catch a proxy
 //!   that keys one reading and forwards another.
 //! - [`raw_http::post`]: HTTP/1.1 written by hand, for hostile requests.
+//! - [`native`]: a proxy in front of the mock IdP's native API (AWS JSON
+//!   1.1), and calls to it.
 //! - [`moto::MotoServer`]: moto's AWS emulator (DynamoDB, KMS) on loopback.
 //! - [`redis::RedisServer`] and [`redis::RedisCluster`]: real Redis servers
-//!   (standalone, TLS with an ACL user, cluster) on free loopback ports.
+//!   (standalone, TLS with an ACL user, cluster, cluster with replicas and
+//!   failover) on free loopback ports.
+//! - [`slow_link::SlowLink`]: a TCP forwarder that adds latency, to make a
+//!   store slow rather than down.
 //!
 //! ```no_run
 //! use tokencache_test_support::{ManualClock, MockIdpServer, ProxyServer};
@@ -33,8 +40,11 @@
 pub mod answers;
 pub mod conformance;
 mod flaky;
+pub mod fleet;
 pub mod last_value_idp;
+pub mod native;
 pub mod raw_http;
+pub mod slow_link;
 
 pub use flaky::{FlakyStore, OutageSwitch};
 pub mod moto;
@@ -186,6 +196,7 @@ impl ProxyServer {
                 ..Limits::default()
             },
             tls: None,
+            workers: 0,
         };
         let served = tokio::spawn(tokencache_proxy::serve_with(
             proxy.clone(),

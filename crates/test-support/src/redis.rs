@@ -1,6 +1,7 @@
-//! Real Redis servers for tests: standalone, TLS with an ACL user, and a
-//! three-node cluster (plain or TLS), each on free loopback ports in its
-//! own temporary directory, killed (and the directory removed) when the
+//! Real Redis servers for tests: standalone, TLS with an ACL user, a
+//! three-node cluster (plain or TLS) and a cluster with replicas whose nodes
+//! can be killed and restarted (failover), each on free loopback ports in
+//! its own temporary directory, killed (and the directory removed) when the
 //! guard drops.
 //!
 //! The launchers run Debian's `redis-server` and `redis-cli`; `scripts/test`
@@ -372,13 +373,20 @@ impl RedisServer {
     }
 }
 
-/// A Redis Cluster of primaries without replicas, every node on free
-/// loopback ports, all killed on drop.
+/// A Redis Cluster on free loopback ports, all killed on drop: primaries
+/// alone ([`start`](Self::start)), or primaries with replicas that take
+/// over when a primary dies ([`start_with_replicas`](Self::start_with_replicas)).
 #[derive(Debug)]
 pub struct RedisCluster {
     nodes: Vec<(Access, Process)>,
+    replicas: usize,
     dir: TempDir,
 }
+
+/// How long a node may be unreachable before the others count it failed,
+/// in a cluster with replicas: short, so a failover takes a few seconds,
+/// yet long enough that a busy test machine does not fail nodes over.
+const FAILOVER_NODE_TIMEOUT_MS: u64 = 2_000;
 
 impl RedisCluster {
     /// Starts `primaries` nodes (at least three, as Redis requires), joins
@@ -390,7 +398,21 @@ impl RedisCluster {
     /// in time.
     #[must_use]
     pub fn start(primaries: usize) -> Self {
-        Self::launch(primaries, false)
+        Self::launch(primaries, 0, false)
+    }
+
+    /// Starts `primaries` primaries (at least three) with `replicas`
+    /// replicas each, and waits until the cluster is ok and every replica
+    /// has synced with its primary. A primary that dies is failed over to
+    /// its replica within a few seconds (the nodes' timeout is 2 s), which
+    /// [`kill_node`](Self::kill_node) and
+    /// [`wait_for_failover`](Self::wait_for_failover) exercise.
+    ///
+    /// # Panics
+    /// As [`start`](Self::start).
+    #[must_use]
+    pub fn start_with_replicas(primaries: usize, replicas: usize) -> Self {
+        Self::launch(primaries, replicas, false)
     }
 
     /// Like [`start`](Self::start), but every node speaks only TLS, to
@@ -401,10 +423,10 @@ impl RedisCluster {
     /// As [`start`](Self::start).
     #[must_use]
     pub fn start_tls(primaries: usize) -> Self {
-        Self::launch(primaries, true)
+        Self::launch(primaries, 0, true)
     }
 
-    fn launch(primaries: usize, tls: bool) -> Self {
+    fn launch(primaries: usize, replicas: usize, tls: bool) -> Self {
         assert!(
             primaries >= 3,
             "a Redis Cluster needs at least three primaries"
@@ -412,8 +434,14 @@ impl RedisCluster {
         require_redis_tools();
         let dir = TempDir::new("redis-cluster");
         let tls = tls.then(|| write_test_certificates(&dir.0));
-        let mut nodes = Vec::with_capacity(primaries);
-        for index in 0..primaries {
+        let count = primaries * (1 + replicas);
+        let node_timeout = if replicas > 0 {
+            FAILOVER_NODE_TIMEOUT_MS
+        } else {
+            5_000
+        };
+        let mut nodes = Vec::with_capacity(count);
+        for index in 0..count {
             let node_dir = dir.0.join(format!("node-{index}"));
             fs::create_dir_all(&node_dir)
                 .unwrap_or_else(|error| panic!("creating {}: {error}", node_dir.display()));
@@ -437,7 +465,7 @@ impl RedisCluster {
                     "--cluster-config-file",
                     &node_dir.join("nodes.conf").to_string_lossy(),
                     "--cluster-node-timeout",
-                    "5000",
+                    &node_timeout.to_string(),
                 ]
                 .map(OsString::from),
             );
@@ -453,9 +481,14 @@ impl RedisCluster {
             let access = access.clone();
             process.wait_until("an answer to PING", || access.answers_ping());
         }
-        let cluster = Self { nodes, dir };
+        let cluster = Self {
+            nodes,
+            replicas,
+            dir,
+        };
         cluster.create(&cluster.dir.0);
         cluster.wait_ok();
+        cluster.wait_replicas_synced();
         cluster
     }
 
@@ -478,7 +511,11 @@ impl RedisCluster {
             command.arg(format!("127.0.0.1:{}", access.port));
         }
         command
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args([
+                "--cluster-replicas",
+                &self.replicas.to_string(),
+                "--cluster-yes",
+            ])
             .stdout(log)
             .stderr(log_err);
         let mut child = command
@@ -508,7 +545,7 @@ impl RedisCluster {
 
     fn wait_ok(&self) {
         let deadline = deadline();
-        for (access, process) in &self.nodes {
+        for (access, process) in self.nodes.iter().filter(|(_, p)| p.child.is_some()) {
             loop {
                 let info = access.cli().args(["CLUSTER", "INFO"]).output();
                 if info.is_ok_and(|output| {
@@ -525,6 +562,161 @@ impl RedisCluster {
                 sleep(POLL);
             }
         }
+    }
+
+    /// Waits until every replica reports its link to its primary up, so a
+    /// failover has a replica to promote.
+    fn wait_replicas_synced(&self) {
+        if self.replicas == 0 {
+            return;
+        }
+        let deadline = deadline();
+        for (access, _) in &self.nodes {
+            loop {
+                let info = access
+                    .cli()
+                    .args(["INFO", "replication"])
+                    .output()
+                    .map(|output| String::from_utf8_lossy(&output.stdout).into_owned())
+                    .unwrap_or_default();
+                if info.contains("role:master") || info.contains("master_link_status:up") {
+                    break;
+                }
+                assert!(
+                    !passed(deadline),
+                    "replica 127.0.0.1:{} did not sync within {STARTUP_LIMIT:?}:\n{info}",
+                    access.port
+                );
+                sleep(POLL);
+            }
+        }
+    }
+
+    /// The client ports of the nodes that serve slots now (the primaries),
+    /// as a live node sees the cluster.
+    ///
+    /// # Panics
+    /// If no node answers.
+    #[must_use]
+    pub fn primary_ports(&self) -> Vec<u16> {
+        let nodes = self.cluster_nodes();
+        let mut ports: Vec<u16> = nodes
+            .lines()
+            .filter_map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let flags = fields.get(2)?;
+                let serves_slots = fields.len() > 8;
+                (flags.contains("master") && !flags.contains("fail") && serves_slots)
+                    .then(|| port_of(fields.get(1)?))
+                    .flatten()
+            })
+            .collect();
+        ports.sort_unstable();
+        ports
+    }
+
+    /// `CLUSTER NODES` from the first node that answers.
+    fn cluster_nodes(&self) -> String {
+        for (access, process) in &self.nodes {
+            if process.child.is_none() {
+                continue;
+            }
+            if let Ok(output) = access.cli().args(["CLUSTER", "NODES"]).output()
+                && output.status.success()
+                && !output.stdout.is_empty()
+            {
+                return String::from_utf8_lossy(&output.stdout).into_owned();
+            }
+        }
+        panic!("no cluster node answers CLUSTER NODES")
+    }
+
+    /// Kills the node listening on `port` (as `kill -9` would).
+    ///
+    /// # Panics
+    /// If no node listens on `port`.
+    pub fn kill_node(&mut self, port: u16) {
+        self.node_mut(port).kill();
+    }
+
+    /// Starts the node on `port` again with its old configuration (it
+    /// rejoins the cluster, as a replica if it was failed over) and waits
+    /// until it answers and the cluster is ok.
+    ///
+    /// # Panics
+    /// If no node listens on `port`, or it does not come back in time.
+    pub fn restart_node(&mut self, port: u16) {
+        let access = self
+            .nodes
+            .iter()
+            .find(|(access, _)| access.port == port)
+            .map(|(access, _)| access.clone())
+            .unwrap_or_else(|| panic!("no cluster node on port {port}"));
+        let process = self.node_mut(port);
+        process.start();
+        process.wait_until("an answer to PING", || access.answers_ping());
+        self.wait_ok();
+    }
+
+    fn node_mut(&mut self, port: u16) -> &mut Process {
+        self.nodes
+            .iter_mut()
+            .find(|(access, _)| access.port == port)
+            .map(|(_, process)| process)
+            .unwrap_or_else(|| panic!("no cluster node on port {port}"))
+    }
+
+    /// Waits until the live nodes agree the cluster is ok and no longer
+    /// count `killed` among the primaries (its replica was promoted).
+    ///
+    /// # Panics
+    /// If that does not happen within 20 s.
+    pub fn wait_for_failover(&self, killed: u16) {
+        let deadline = deadline();
+        loop {
+            let promoted = !self.primary_ports().contains(&killed);
+            let ok = self
+                .nodes
+                .iter()
+                .filter(|(_, process)| process.child.is_some())
+                .all(|(access, _)| {
+                    access
+                        .cli()
+                        .args(["CLUSTER", "INFO"])
+                        .output()
+                        .is_ok_and(|output| {
+                            String::from_utf8_lossy(&output.stdout).contains("cluster_state:ok")
+                        })
+                });
+            if promoted && ok {
+                return;
+            }
+            assert!(
+                !passed(deadline),
+                "no failover of 127.0.0.1:{killed} within {STARTUP_LIMIT:?}:\n{}",
+                self.cluster_nodes()
+            );
+            sleep(POLL);
+        }
+    }
+
+    /// Runs `redis-cli` against the node on `port` alone (no redirects
+    /// followed), as in `cluster.node_cli(port, &["DBSIZE"])`.
+    ///
+    /// # Panics
+    /// If no node listens on `port`, or `redis-cli` cannot be run.
+    #[must_use]
+    pub fn node_cli(&self, port: u16, args: &[&str]) -> Output {
+        let (access, _) = self
+            .nodes
+            .iter()
+            .find(|(access, _)| access.port == port)
+            .unwrap_or_else(|| panic!("no cluster node on port {port}"));
+        access
+            .cli()
+            .args(args)
+            .output()
+            .unwrap_or_else(|error| panic!("running redis-cli: {error}"))
     }
 
     /// The store URL: `redis-cluster://127.0.0.1:P1,127.0.0.1:P2,…`
@@ -575,6 +767,12 @@ impl RedisCluster {
             .output()
             .unwrap_or_else(|error| panic!("running redis-cli: {error}"))
     }
+}
+
+/// The port of a `CLUSTER NODES` address, `ip:port@bus`.
+fn port_of(address: &str) -> Option<u16> {
+    let (_, rest) = address.rsplit_once(':')?;
+    rest.split('@').next()?.parse().ok()
 }
 
 /// A TLS-only listener on `port` with the test certificates in `dir`;

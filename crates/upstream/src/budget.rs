@@ -60,18 +60,58 @@ impl Default for BudgetConfig {
     }
 }
 
-/// A token bucket shared by every request to one upstream.
+/// A token bucket shared by every request to one upstream, whose rate
+/// adapts to the upstream's throttles.
+///
+/// A throttle is a rate signal, not a failure. It sets the rate to
+/// [`DECREASE`] times what the upstream was seen to accept over the last
+/// second (never more than the rate in force), at most once per round of
+/// requests (a throttle of a request sent before the last decrease says
+/// nothing new), and spends the burst; a `Retry-After` on it pauses every
+/// request until then. Without throttles the rate recovers along a cubic
+/// curve (CUBIC, as in the AWS SDKs' adaptive retry mode): quickly back to
+/// near the rate that was throttled, then flat for a while, then probing
+/// above it, never past the configured rate. A probe that finds the limit
+/// again costs one throttle.
 #[derive(Debug)]
 pub struct RequestBudget {
-    /// Time between two requests at the sustained rate.
-    interval: Duration,
-    /// How far ahead of the sustained rate a burst may run.
-    tolerance: Duration,
-    /// The theoretical arrival time of the next request.
-    next_arrival: Mutex<Instant>,
+    /// The configured (and highest) rate, per second.
+    configured: f64,
+    /// The lowest rate throttles can bring it to, per second.
+    floor: f64,
+    burst: u32,
+    state: Mutex<State>,
     /// Callers sleeping until their reserved slot.
     callers_waiting: AtomicUsize,
     unlimited: bool,
+}
+
+/// A throttle sets the rate to this share of the accepted rate (the AWS
+/// SDKs' adaptive retry mode uses the same β).
+pub const DECREASE: f64 = 0.7;
+
+/// The cubic recovery's scale, requests per second per second³ (the AWS
+/// SDKs' `C`).
+pub const CUBIC_SCALE: f64 = 0.4;
+
+#[derive(Debug)]
+struct State {
+    /// The theoretical arrival time of the next request.
+    next_arrival: Instant,
+    /// The rate now, per second.
+    rate: f64,
+    /// The last throttle's decrease: when, and the rate it was throttled
+    /// at (the cubic curve's plateau).
+    decrease: Option<(Instant, f64)>,
+    /// No request goes before this (a throttle's `Retry-After`).
+    paused_until: Option<Instant>,
+    /// Answers that were not throttles, counted per second: the current
+    /// second's count, the previous one's, and when the current began.
+    accepted: (u32, u32, Instant),
+    /// Bumped by every throttle that changes the rate or pauses: a slot
+    /// reserved in an earlier epoch was reckoned at a rate no longer in
+    /// force.
+    epoch: u64,
 }
 
 impl RequestBudget {
@@ -79,54 +119,180 @@ impl RequestBudget {
     #[must_use]
     pub fn new(config: BudgetConfig) -> Self {
         let unlimited = !(config.rate_per_sec.is_finite() && config.rate_per_sec > 0.0);
-        let interval = if unlimited {
-            Duration::ZERO
-        } else {
-            Duration::from_secs_f64(1.0 / config.rate_per_sec)
-        };
-        let tolerance = interval.saturating_mul(config.burst.max(1) - 1);
+        let now = Instant::now();
         Self {
-            interval,
-            tolerance,
-            next_arrival: Mutex::new(Instant::now()),
+            configured: config.rate_per_sec,
+            floor: (config.rate_per_sec / 100.0).max(0.1),
+            burst: config.burst.max(1),
+            state: Mutex::new(State {
+                next_arrival: now,
+                rate: config.rate_per_sec,
+                decrease: None,
+                paused_until: None,
+                accepted: (0, 0, now),
+                epoch: 0,
+            }),
             callers_waiting: AtomicUsize::new(0),
             unlimited,
         }
     }
 
+    /// Whether requests are paced at all (a budget of rate 0 is not).
+    #[must_use]
+    pub fn is_limited(&self) -> bool {
+        !self.unlimited
+    }
+
+    /// The rate now, per second: the configured one, or lower after
+    /// throttles (`f64::INFINITY` when unlimited).
+    #[must_use]
+    pub fn rate(&self, now: Instant) -> f64 {
+        if self.unlimited {
+            return f64::INFINITY;
+        }
+        let mut state = self.lock();
+        self.recover(&mut state, now);
+        state.rate
+    }
+
+    /// The upstream answered a request with something other than a
+    /// throttle: what it accepts is measured from these.
+    pub fn accepted(&self, now: Instant) {
+        if self.unlimited {
+            return;
+        }
+        let mut state = self.lock();
+        roll(&mut state.accepted, now);
+        state.accepted.0 += 1;
+    }
+
+    /// The upstream throttled a request sent at `sent_at`: lower the rate
+    /// (unless a decrease after that request already did), and pause every
+    /// request for `retry_after` when the throttle asked for it.
+    pub fn throttled(&self, sent_at: Instant, now: Instant, retry_after: Option<Duration>) {
+        if self.unlimited {
+            return;
+        }
+        let mut state = self.lock();
+        if state
+            .decrease
+            .is_none_or(|(decreased, _)| sent_at > decreased)
+        {
+            self.recover(&mut state, now);
+            roll(&mut state.accepted, now);
+            // What the upstream let through over about the last second:
+            // the previous second's count, or this one's if it is larger
+            // (a first second, or a rising rate).
+            // (Nothing measured yet: the rate in force is all there is.)
+            let (current, previous, _) = state.accepted;
+            let measured = f64::from(current.max(previous));
+            let throttled_at = if measured > 0.0 {
+                state.rate.min(measured)
+            } else {
+                state.rate
+            };
+            state.rate = (throttled_at * DECREASE).max(self.floor);
+            state.decrease = Some((now, throttled_at));
+            // The burst is spent: the next request waits a whole interval at
+            // the new rate, so a throttled upstream is not hit again at once
+            // (and a background refresh takes no slot for now).
+            // Slots reserved before are void (their holders ask again).
+            let interval = Duration::from_secs_f64(1.0 / state.rate);
+            let tolerance = interval.saturating_mul(self.burst - 1);
+            state.next_arrival = now + tolerance + interval;
+            state.epoch += 1;
+        }
+        if let Some(wait) = retry_after {
+            let until = now + wait;
+            if state.paused_until.is_none_or(|paused| paused < until) {
+                state.paused_until = Some(until);
+                state.epoch += 1;
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Brings the rate up along the cubic curve since the last decrease:
+    /// `C·(t − K)³ + W`, where `W` is the rate that was throttled and `K`
+    /// the time the curve takes to climb back to it.
+    fn recover(&self, state: &mut State, now: Instant) {
+        let Some((decreased_at, throttled_at)) = state.decrease else {
+            return;
+        };
+        let elapsed = now.saturating_duration_since(decreased_at).as_secs_f64();
+        let climb = (throttled_at * (1.0 - DECREASE) / CUBIC_SCALE).cbrt();
+        let curve = CUBIC_SCALE * (elapsed - climb).powi(3) + throttled_at;
+        state.rate = curve.clamp(self.floor, self.configured);
+        if state.rate >= self.configured {
+            state.decrease = None;
+        }
+    }
+
     /// Asks for a slot at `now` for a request that must start by `deadline`.
     pub fn request(&self, priority: Priority, now: Instant, deadline: Instant) -> Grant {
+        self.request_in_epoch(priority, now, deadline).0
+    }
+
+    /// [`request`](Self::request), and the epoch the grant belongs to.
+    fn request_in_epoch(
+        &self,
+        priority: Priority,
+        now: Instant,
+        deadline: Instant,
+    ) -> (Grant, u64) {
         if self.unlimited {
-            return Grant::Now;
+            return (Grant::Now, 0);
         }
-        let mut next_arrival = self
-            .next_arrival
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let arrival = (*next_arrival).max(now);
-        // The earliest instant this request conforms to the rate and burst.
-        let allowed_at = arrival.checked_sub(self.tolerance).unwrap_or(now).max(now);
+        let mut state = self.lock();
+        let epoch = state.epoch;
+        self.recover(&mut state, now);
+        let interval = Duration::from_secs_f64(1.0 / state.rate);
+        // How far ahead of the sustained rate a burst may run.
+        let tolerance = interval.saturating_mul(self.burst - 1);
+        let arrival = state.next_arrival.max(now);
+        // The earliest instant this request conforms to the rate and burst,
+        // then to a pause a throttle asked for.
+        let paced_at = arrival.checked_sub(tolerance).unwrap_or(now).max(now);
+        let paused = state.paused_until.filter(|until| *until > now);
+        if paused.is_none() {
+            state.paused_until = None;
+        }
+        let held_by_pause = paused.filter(|until| *until > paced_at);
+        let allowed_at = held_by_pause.unwrap_or(paced_at);
         let refused = Grant::Refused {
-            retry_after: allowed_at.saturating_duration_since(now).max(self.interval),
+            retry_after: allowed_at.saturating_duration_since(now).max(interval),
         };
         match priority {
             Priority::Background
                 if allowed_at > now || self.callers_waiting.load(Ordering::Acquire) > 0 =>
             {
-                return refused;
+                return (refused, epoch);
             }
-            Priority::Caller if allowed_at > deadline => return refused,
+            Priority::Caller if allowed_at > deadline => return (refused, epoch),
             _ => {}
         }
-        *next_arrival = arrival + self.interval;
-        if allowed_at > now {
+        state.next_arrival = match held_by_pause {
+            // Right after a pause the bucket starts empty: no burst into an
+            // upstream that just asked for quiet.
+            Some(until) => until + tolerance + interval,
+            None => arrival + interval,
+        };
+        let grant = if allowed_at > now {
             Grant::At(allowed_at)
         } else {
             Grant::Now
-        }
+        };
+        (grant, epoch)
     }
 
-    /// Takes a slot, sleeping for it if need be.
+    /// Takes a slot, sleeping for it if need be; how long it waited.
+    ///
+    /// A slot reserved before a throttle changed the rate (or paused the
+    /// upstream) was reckoned at a rate no longer in force: its holder asks
+    /// again when it comes, rather than sending into the throttle.
     ///
     /// # Errors
     /// The wait after which a slot could be free, when none is free before
@@ -136,16 +302,31 @@ impl RequestBudget {
         priority: Priority,
         deadline: Instant,
     ) -> Result<Duration, Duration> {
-        let now = Instant::now();
-        match self.request(priority, now, deadline) {
-            Grant::Now => Ok(Duration::ZERO),
-            Grant::At(at) => {
-                let _waiting = WaitingCaller::enter(&self.callers_waiting);
-                tokio::time::sleep_until(at).await;
-                Ok(at - now)
+        let started = Instant::now();
+        loop {
+            let now = Instant::now();
+            match self.request_in_epoch(priority, now, deadline) {
+                (Grant::Now, _) => return Ok(now - started),
+                (Grant::At(at), epoch) => {
+                    let _waiting = WaitingCaller::enter(&self.callers_waiting);
+                    tokio::time::sleep_until(at).await;
+                    if self.lock().epoch == epoch {
+                        return Ok(at - started);
+                    }
+                }
+                (Grant::Refused { retry_after }, _) => return Err(retry_after),
             }
-            Grant::Refused { retry_after } => Err(retry_after),
         }
+    }
+}
+
+/// Moves the per-second counts of `accepted` on to `now`'s second.
+fn roll(accepted: &mut (u32, u32, Instant), now: Instant) {
+    let elapsed = now.saturating_duration_since(accepted.2);
+    if elapsed >= Duration::from_secs(2) {
+        *accepted = (0, 0, now);
+    } else if elapsed >= Duration::from_secs(1) {
+        *accepted = (0, accepted.0, accepted.2 + Duration::from_secs(1));
     }
 }
 
@@ -298,5 +479,93 @@ mod tests {
             );
         }
         assert!(slots[199].duration_since(now) >= Duration::from_millis(4_850));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_throttle_sets_the_rate_below_what_was_accepted_once_per_round() {
+        let budget = budget(100.0, 1);
+        let start = Instant::now();
+        for _ in 0..20 {
+            budget.accepted(start);
+        }
+        // Three requests in flight are throttled: one decrease, to 0.7 of
+        // the 20 a second the upstream accepted.
+        for _ in 0..3 {
+            budget.throttled(start, start, None);
+        }
+        assert!((budget.rate(start) - 14.0).abs() < 1e-9);
+        // A request sent after that decrease, throttled too: another.
+        let later = start + Duration::from_millis(10);
+        let before = budget.rate(later);
+        budget.throttled(later, later, None);
+        assert!((budget.rate(later) - before * DECREASE).abs() < 1e-6);
+        // Nothing measured: the rate in force is decreased.
+        let fresh = RequestBudget::new(BudgetConfig {
+            rate_per_sec: 100.0,
+            burst: 1,
+        });
+        fresh.throttled(start, start, None);
+        assert!((fresh.rate(start) - 70.0).abs() < 1e-9);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_rate_recovers_along_a_cubic_curve_and_never_past_the_configured() {
+        let budget = budget(100.0, 1);
+        let start = Instant::now();
+        for _ in 0..20 {
+            budget.accepted(start);
+        }
+        budget.throttled(start, start, None);
+        assert!((budget.rate(start) - 14.0).abs() < 1e-9);
+        // Back to the throttled 20 after K = cbrt(20 × 0.3 / 0.4) seconds,
+        // flat around it for a while, then probing above.
+        let climb = Duration::from_secs_f64((20.0_f64 * 0.3 / CUBIC_SCALE).cbrt());
+        assert!((budget.rate(start + climb) - 20.0).abs() < 1e-6);
+        let soon = budget.rate(start + climb - Duration::from_millis(500));
+        assert!(soon > 19.0 && soon < 20.0, "{soon}");
+        let probing = budget.rate(start + climb + Duration::from_secs(5));
+        assert!((probing - 70.0).abs() < 1e-6, "{probing}");
+        assert!((budget.rate(start + Duration::from_secs(60)) - 100.0).abs() < 1e-9);
+        // Never below the floor, however many throttles.
+        let mut now = start + Duration::from_secs(60);
+        for _ in 0..100 {
+            now += Duration::from_millis(1);
+            budget.throttled(now, now, None);
+        }
+        assert!(budget.rate(now) >= 1.0 - 1e-9);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_pauses_every_request_and_then_no_burst() {
+        let budget = budget(10.0, 5);
+        let now = Instant::now();
+        let far = now + Duration::from_secs(60);
+        budget.throttled(now, now, Some(Duration::from_secs(1)));
+        let resume = now + Duration::from_secs(1);
+        // (Nothing was measured, so the rate went from 10 to 7; at the end
+        // of the pause the cubic recovery has it back near 10.)
+        let rate_then = budget.rate(resume);
+        assert_eq!(
+            budget.request(Priority::Caller, now, far),
+            Grant::At(resume)
+        );
+        // The next is spaced by the (lowered) rate, not let through at once.
+        let next = budget.request(Priority::Caller, now, far);
+        let Grant::At(at) = next else {
+            panic!("{next:?}")
+        };
+        // Spaced by about one interval at the recovering rate, not at once.
+        let gap = (at - resume).as_secs_f64();
+        assert!(gap > 0.9 / rate_then && gap < 1.0 / 7.0 + 1e-6, "{gap}");
+        // A caller whose deadline falls inside the pause is refused at once.
+        assert!(matches!(
+            budget.request(Priority::Caller, now, now + Duration::from_millis(500)),
+            Grant::Refused { .. }
+        ));
+        // A background refresh takes no slot during a pause.
+        assert!(matches!(
+            budget.request(Priority::Background, now, far),
+            Grant::Refused { .. }
+        ));
     }
 }

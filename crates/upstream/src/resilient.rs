@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use reqwest::Url;
-use tokencache_core::{Backoff, Clock, parse_retry_after};
+use tokencache_core::{AnswerClass, Backoff, Clock, parse_retry_after};
 use tokencache_retry::{Retry, Verdict};
 use tokio::time::Instant;
 
@@ -50,6 +50,9 @@ pub trait Observer: Send + Sync {
     fn budget_rejected(&self) {}
     /// The breaker's state after an attempt.
     fn breaker(&self, _state: BreakerState) {}
+    /// The upstream throttled a request (429, or Cognito's 400
+    /// `TooManyRequestsException`): the budget slowed down.
+    fn throttled(&self) {}
 }
 
 /// An observer that records nothing.
@@ -95,6 +98,29 @@ impl FetchRequest {
             authorization.set_sensitive(true);
             headers.insert(AUTHORIZATION, authorization);
         }
+        Self {
+            query: None,
+            headers,
+            body,
+        }
+    }
+}
+
+impl FetchRequest {
+    /// A request of the AWS JSON 1.1 protocol (Cognito's native API) the
+    /// proxy built itself: `target` in `X-Amz-Target`, `body` as JSON, and
+    /// only the proxy's own `Content-Type`, `Accept` and `User-Agent`
+    /// besides.
+    #[must_use]
+    pub fn aws_json(target: HeaderValue, body: Bytes) -> Self {
+        let mut headers = HeaderMap::with_capacity(4);
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/x-amz-json-1.1"),
+        );
+        headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+        headers.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
+        headers.insert(header::HeaderName::from_static("x-amz-target"), target);
         Self {
             query: None,
             headers,
@@ -177,6 +203,13 @@ impl Upstream {
         &self.url
     }
 
+    /// The request budget's rate now, per second: the configured rate, or
+    /// lower after throttles (`f64::INFINITY` when unlimited).
+    #[must_use]
+    pub fn budget_rate(&self) -> f64 {
+        self.budget.rate(Instant::now())
+    }
+
     /// The breaker's state now.
     #[must_use]
     pub fn breaker_state(&self) -> BreakerState {
@@ -207,7 +240,11 @@ impl Upstream {
                 |_| self.attempt(request, priority, deadline, is_failure, observer),
                 |result| match result {
                     Ok(Attempt::Answer(_)) => Verdict::Stop,
-                    Ok(Attempt::Failed(answer)) => self
+                    // The budget slowed down (and paused for a
+                    // `Retry-After`): the next attempt waits for a slot,
+                    // and a throttle uses up no attempt meant for errors.
+                    Ok(Attempt::Throttled(_)) if self.budget.is_limited() => Verdict::Again,
+                    Ok(Attempt::Failed(answer) | Attempt::Throttled(answer)) => self
                         .retry_after(answer)
                         .map_or(Verdict::Retry, Verdict::RetryAfter),
                     Err(FetchError::Upstream(error)) if error.is_retryable() => Verdict::Retry,
@@ -217,9 +254,11 @@ impl Upstream {
                 },
                 |result, _| {
                     observer.retry(match result {
-                        Ok(Attempt::Failed(answer) | Attempt::Answer(answer)) => {
-                            RetryReason::Answer(answer.status)
-                        }
+                        Ok(
+                            Attempt::Failed(answer)
+                            | Attempt::Answer(answer)
+                            | Attempt::Throttled(answer),
+                        ) => RetryReason::Answer(answer.status),
                         Err(_) => RetryReason::Transport,
                     });
                 },
@@ -293,11 +332,28 @@ impl Upstream {
         let now = Instant::now();
         observer.attempt(sent.as_ref().ok().map(|a| a.status), now - started);
         let outcome = match sent {
-            Ok(answer) if is_failure(&answer) => Ok(Attempt::Failed(answer)),
-            Ok(answer) => Ok(Attempt::Answer(answer)),
+            Ok(answer)
+                if AnswerClass::of(answer.status.as_u16(), &answer.body)
+                    == AnswerClass::Throttled =>
+            {
+                self.budget
+                    .throttled(started, now, self.retry_after(&answer));
+                observer.throttled();
+                Ok(Attempt::Throttled(answer))
+            }
+            Ok(answer) if is_failure(&answer) => {
+                self.budget.accepted(now);
+                Ok(Attempt::Failed(answer))
+            }
+            Ok(answer) => {
+                self.budget.accepted(now);
+                Ok(Attempt::Answer(answer))
+            }
             Err(error) => Err(FetchError::Upstream(error)),
         };
-        let healthy = matches!(outcome, Ok(Attempt::Answer(_)))
+        // A throttle is the upstream answering, and asking for less: the
+        // budget slows down; the breaker is for real failures.
+        let healthy = matches!(outcome, Ok(Attempt::Answer(_) | Attempt::Throttled(_)))
             || matches!(&outcome, Err(FetchError::Upstream(e)) if !e.is_retryable());
         self.breaker.record(permit, healthy, now);
         observer.breaker(self.breaker.state(now));
@@ -309,12 +365,14 @@ impl Upstream {
 enum Attempt {
     Answer(UpstreamResponse),
     Failed(UpstreamResponse),
+    /// A throttle: a rate signal for the budget, not a failure.
+    Throttled(UpstreamResponse),
 }
 
 impl Attempt {
     fn into_answer(self) -> UpstreamResponse {
         match self {
-            Self::Answer(answer) | Self::Failed(answer) => answer,
+            Self::Answer(answer) | Self::Failed(answer) | Self::Throttled(answer) => answer,
         }
     }
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokencache_core::MinRemaining;
 
 use crate::settings::setting::{Declared, FileKey, Setting};
-use crate::settings::value::{ByteSize, LogFormat, NonZeroDuration, Rate, UrlText};
+use crate::settings::value::{ByteSize, LogFormat, NonZeroDuration, Price, Rate, UrlText};
 use crate::store::StoreSpec;
 
 /// `--config`.
@@ -80,6 +80,46 @@ pub const PATH: Setting<String> = Setting {
     secret: false,
     get: |d| Some(d.path.clone()),
     set: |d, v| d.path = v,
+};
+
+/// `--cognito-idp-upstream`.
+pub const COGNITO_IDP_UPSTREAM: Setting<UrlText> = Setting {
+    name: "cognito-idp-upstream",
+    env: "TOKENCACHE_COGNITO_IDP_UPSTREAM",
+    file: FileKey::RouteKind("cognito-idp"),
+    help: "Cognito's native API, e.g. https://cognito-idp.REGION.amazonaws.com: \
+           the token listener then also answers AWS JSON requests (X-Amz-Target) \
+           at /, caching InitiateAuth and GetClientToken.",
+    unset: "none",
+    secret: true,
+    get: |d| d.cognito_idp_upstream.clone().map(UrlText),
+    set: |d, v| d.cognito_idp_upstream = Some(v.0),
+};
+
+/// `--cognito-strip-refresh-token`.
+pub const COGNITO_STRIP_REFRESH_TOKEN: Setting<bool> = Setting {
+    name: "cognito-strip-refresh-token",
+    env: "TOKENCACHE_COGNITO_STRIP_REFRESH_TOKEN",
+    file: FileKey::Top("cognito_strip_refresh_token"),
+    help: "Leave RefreshToken out of cached native answers (for pools that rotate \
+           refresh tokens).",
+    unset: "",
+    secret: false,
+    get: |d| Some(d.cognito_strip_refresh_token),
+    set: |d, v| d.cognito_strip_refresh_token = v,
+};
+
+/// `--cognito-budget-rate`.
+pub const COGNITO_BUDGET_RATE: Setting<Rate> = Setting {
+    name: "cognito-budget-rate",
+    env: "TOKENCACHE_COGNITO_BUDGET_RATE",
+    file: FileKey::Top("cognito_budget_rate"),
+    help: "Request budget of the native API (Cognito's UserAuthentication quota, \
+           120/s by default): requests per second; 0 means unlimited.",
+    unset: "",
+    secret: false,
+    get: |d| Some(Rate(d.cognito_budget.rate_per_sec)),
+    set: |d, v| d.cognito_budget.rate_per_sec = v.0,
 };
 
 /// `--refresh-at`.
@@ -348,6 +388,37 @@ pub const RETRY_CAP: Setting<Duration> = Setting {
     set: |d, v| d.retry_cap = v,
 };
 
+/// `--upstream-price-per-1000`.
+pub const UPSTREAM_PRICE_PER_1000: Setting<Price> = Setting {
+    name: "upstream-price-per-1000",
+    env: "TOKENCACHE_UPSTREAM_PRICE_PER_1000",
+    file: FileKey::In {
+        section: UPSTREAM_SECTION,
+        key: "price_per_1000",
+        old: None,
+    },
+    help: "What the identity provider charges per 1000 token requests; the status \
+           page then shows what the cache saved.",
+    unset: "none",
+    secret: false,
+    get: |d| d.proxy.upstream_price_per_1000.map(Price),
+    set: |d, v| d.proxy.upstream_price_per_1000 = Some(v.0),
+};
+
+/// `--status-show-clients`.
+pub const STATUS_SHOW_CLIENTS: Setting<bool> = Setting {
+    name: "status-show-clients",
+    env: "TOKENCACHE_STATUS_SHOW_CLIENTS",
+    file: FileKey::Top("status_show_clients"),
+    help: "List the busiest client ids (with their request counts and hit ratios) \
+           on the admin listener's status page. Default: on when --admin-listen is \
+           a loopback address.",
+    unset: "on for a loopback `--admin-listen`",
+    secret: false,
+    get: |d| d.proxy.status_show_clients,
+    set: |d, v| d.proxy.status_show_clients = Some(v),
+};
+
 /// `--budget-rate`.
 pub const BUDGET_RATE: Setting<Rate> = Setting {
     name: "budget-rate",
@@ -480,6 +551,22 @@ pub const MAX_CONNECTIONS_PER_IP: Setting<usize> = Setting {
     secret: false,
     get: |d| Some(d.limits.max_connections_per_ip),
     set: |d, v| d.limits.max_connections_per_ip = v,
+};
+
+/// `--workers`.
+pub const WORKERS: Setting<usize> = Setting {
+    name: "workers",
+    env: "TOKENCACHE_WORKERS",
+    file: FileKey::In {
+        section: SERVER_SECTION,
+        key: "workers",
+        old: None,
+    },
+    help: "Threads serving the token listener, each with a runtime of its own; 0: one shared runtime.",
+    unset: "",
+    secret: false,
+    get: |d| Some(d.workers),
+    set: |d, v| d.workers = v,
 };
 
 /// `--header-read-timeout`.
@@ -687,6 +774,60 @@ pub const L1_TTL: Setting<Duration> = Setting {
     set: |d, v| d.store.l1_ttl = v,
 };
 
+/// `--store-lease-ttl`.
+pub const STORE_LEASE_TTL: Setting<NonZeroDuration> = Setting {
+    name: "store-lease-ttl",
+    env: "TOKENCACHE_STORE_LEASE_TTL",
+    file: FileKey::In {
+        section: STORE_SECTION,
+        key: "lease_ttl",
+        old: None,
+    },
+    help: "With a shared store: how long a load's lease lasts; its holder renews it \
+           every third of this, so a replica that dies mid-load gives the key up \
+           within it.",
+    unset: "",
+    secret: false,
+    get: |d| Some(NonZeroDuration(d.store.lease_ttl)),
+    set: |d, v| d.store.lease_ttl = v.0,
+};
+
+/// `--store-purge-poll`.
+pub const STORE_PURGE_POLL: Setting<NonZeroDuration> = Setting {
+    name: "store-purge-poll",
+    env: "TOKENCACHE_STORE_PURGE_POLL",
+    file: FileKey::In {
+        section: STORE_SECTION,
+        key: "purge_poll",
+        old: None,
+    },
+    help: "With a shared store: how often each replica reads the fleet's purge log \
+           (and probes the store while its breaker is open); a purge reaches every \
+           replica within this plus one store operation.",
+    unset: "",
+    secret: false,
+    get: |d| Some(NonZeroDuration(d.store.purge_poll)),
+    set: |d, v| d.store.purge_poll = v.0,
+};
+
+/// `--store-breaker-failures`.
+pub const STORE_BREAKER_FAILURES: Setting<u32> = Setting {
+    name: "store-breaker-failures",
+    env: "TOKENCACHE_STORE_BREAKER_FAILURES",
+    file: FileKey::In {
+        section: STORE_SECTION,
+        key: "breaker_failures",
+        old: None,
+    },
+    help: "With a shared store: consecutive store failures (timeouts included) after \
+           which requests stop waiting on the store until a probe succeeds; 0 never \
+           opens it.",
+    unset: "",
+    secret: false,
+    get: |d| Some(d.store.breaker_failures),
+    set: |d, v| d.store.breaker_failures = v,
+};
+
 /// `--store-timeout`.
 pub const STORE_TIMEOUT: Setting<Duration> = Setting {
     name: "store-timeout",
@@ -712,12 +853,15 @@ pub const STORE_TIMEOUT: Setting<Duration> = Setting {
 pub static LOGGING: [&dyn Declared; 2] = [&LOG_FORMAT, &LOG];
 
 /// Every setting of `serve`, in `--help` order.
-pub static SERVE: [&dyn Declared; 45] = [
+pub static SERVE: [&dyn Declared; 54] = [
     &CONFIG,
     &LISTEN,
     &ADMIN_LISTEN,
     &UPSTREAM,
     &PATH,
+    &COGNITO_IDP_UPSTREAM,
+    &COGNITO_STRIP_REFRESH_TOKEN,
+    &COGNITO_BUDGET_RATE,
     &REFRESH_AT,
     &MIN_REMAINING,
     &MAX_TTL,
@@ -733,6 +877,8 @@ pub static SERVE: [&dyn Declared; 45] = [
     &RETRY_CAP,
     &BUDGET_RATE,
     &BUDGET_BURST,
+    &UPSTREAM_PRICE_PER_1000,
+    &STATUS_SHOW_CLIENTS,
     &BREAKER_THRESHOLD,
     &BREAKER_COOL_DOWN,
     &LOAD_DEADLINE,
@@ -745,6 +891,9 @@ pub static SERVE: [&dyn Declared; 45] = [
     &ENCRYPTION_KEY_KMS,
     &L1_TTL,
     &STORE_TIMEOUT,
+    &STORE_LEASE_TTL,
+    &STORE_PURGE_POLL,
+    &STORE_BREAKER_FAILURES,
     &TLS_CERT,
     &TLS_KEY,
     &MAX_CONNECTIONS,
@@ -755,6 +904,7 @@ pub static SERVE: [&dyn Declared; 45] = [
     &MAX_HEADER_BYTES,
     &MAX_HEADERS,
     &MAX_CONCURRENT_STREAMS,
+    &WORKERS,
     &SHUTDOWN_GRACE,
     &LOG_FORMAT,
     &LOG,
@@ -770,7 +920,7 @@ mod tests {
     fn section(file: FileKey) -> Option<&'static str> {
         match file {
             FileKey::In { section, .. } => Some(section),
-            FileKey::None | FileKey::Top(_) | FileKey::Route(_) => None,
+            FileKey::None | FileKey::Top(_) | FileKey::Route(_) | FileKey::RouteKind(_) => None,
         }
     }
 
@@ -795,6 +945,8 @@ mod tests {
             };
             match setting.file() {
                 FileKey::None => assert_eq!(name, "config", "only --config has no file key"),
+                // The upstream of a route of its own kind.
+                FileKey::RouteKind(kind) => assert_eq!(name, format!("{kind}-upstream")),
                 FileKey::Top(key) | FileKey::Route(key) | FileKey::In { key, .. } => {
                     assert_eq!(key, expected, "--{name}");
                 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use tokencache_core::MinRemaining;
-use tokencache_proxy::{Limits, ProxyConfig};
+use tokencache_proxy::{BudgetConfig, CognitoIdpConfig, Limits, ProxyConfig, ServeOptions};
 
 use crate::settings::value::LogFormat;
 use crate::store::StoreSettings;
@@ -35,6 +35,12 @@ pub struct Draft {
     pub upstream: Option<String>,
     /// The path of that route.
     pub path: String,
+    /// The upstream of Cognito's native API, given by flag or variable.
+    pub cognito_idp_upstream: Option<String>,
+    /// Whether cached native answers leave out `RefreshToken`.
+    pub cognito_strip_refresh_token: bool,
+    /// The native API's request budget.
+    pub cognito_budget: BudgetConfig,
     /// Parts of the freshness policy, which checks them together.
     pub refresh_at: f64,
     /// See [`Draft::refresh_at`].
@@ -67,6 +73,8 @@ pub struct Draft {
     pub encryption_key_kms: Option<PathBuf>,
     /// Drain time on shutdown.
     pub shutdown_grace: Duration,
+    /// Threads serving the token listener (0: the shared runtime).
+    pub workers: usize,
     /// Logging.
     pub log: LogSettings,
 }
@@ -86,6 +94,9 @@ impl Default for Draft {
             upstream: None,
             // Cognito's path, so that apps change only the host.
             path: "/oauth2/token".to_owned(),
+            cognito_idp_upstream: None,
+            cognito_strip_refresh_token: false,
+            cognito_budget: CognitoIdpConfig::DEFAULT_BUDGET,
             refresh_at: freshness.refresh_at(),
             min_remaining: freshness.min_remaining(),
             max_ttl: freshness.max_ttl(),
@@ -104,6 +115,7 @@ impl Default for Draft {
             // Longer than a token request takes, shorter than the 30 s an
             // orchestrator usually waits before it kills.
             shutdown_grace: Duration::from_secs(10),
+            workers: ServeOptions::default().workers,
             log: LogSettings {
                 format: LogFormat::Human,
                 filter: "info".to_owned(),

@@ -20,6 +20,28 @@ pub struct FileRoute {
     pub upstream: String,
 }
 
+/// `[[routes]]` with `kind = "cognito-idp"`: Cognito's native API, always
+/// at `/`. `Debug` leaves the URL out: it may carry credentials.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NativeFileRoute {
+    /// The native API's endpoint.
+    pub upstream: String,
+    /// Only `/`, if given: the protocol is answered there.
+    pub path: Option<String>,
+}
+
+impl std::fmt::Debug for NativeFileRoute {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NativeFileRoute")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The `kind` of a `[[routes]]` entry that fronts Cognito's native API.
+pub const NATIVE_ROUTE_KIND: &str = "cognito-idp";
+
 /// One setting's value in the file.
 #[derive(Clone)]
 struct FileValue {
@@ -36,6 +58,8 @@ pub struct FileConfig {
     values: Vec<FileValue>,
     /// The routes it declares.
     pub routes: Vec<FileRoute>,
+    /// The `[[routes]]` of kind `cognito-idp`.
+    pub native_routes: Vec<NativeFileRoute>,
 }
 
 impl std::fmt::Debug for FileConfig {
@@ -48,6 +72,7 @@ impl std::fmt::Debug for FileConfig {
                 &self.values.iter().map(|v| &v.place).collect::<Vec<_>>(),
             )
             .field("routes", &self.routes)
+            .field("native_routes", &self.native_routes)
             .finish()
     }
 }
@@ -84,10 +109,8 @@ impl FileConfig {
             match value {
                 toml::Value::Array(routes) if key == "routes" => {
                     for route in routes {
-                        let route = route
-                            .try_into()
+                        file.push_route(route)
                             .map_err(|e| error(format!("[[routes]]: {e}")))?;
-                        file.routes.push(route);
                     }
                 }
                 toml::Value::Table(entries) if is_section(&key) => {
@@ -99,6 +122,35 @@ impl FileConfig {
             }
         }
         Ok(file)
+    }
+
+    /// Records one `[[routes]]` entry, by its `kind` (`oauth2`, the
+    /// default, or `cognito-idp`).
+    fn push_route(&mut self, route: toml::Value) -> Result<(), String> {
+        let toml::Value::Table(mut table) = route else {
+            return Err("expected a table".to_owned());
+        };
+        match table.remove("kind") {
+            None => {}
+            Some(toml::Value::String(kind)) if kind == "oauth2" => {}
+            Some(toml::Value::String(kind)) if kind == NATIVE_ROUTE_KIND => {
+                let route = toml::Value::Table(table)
+                    .try_into()
+                    .map_err(|e: toml::de::Error| e.to_string())?;
+                self.native_routes.push(route);
+                return Ok(());
+            }
+            Some(_) => {
+                return Err(format!(
+                    "kind must be \"oauth2\" (the default) or \"{NATIVE_ROUTE_KIND}\""
+                ));
+            }
+        }
+        let route = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| e.to_string())?;
+        self.routes.push(route);
+        Ok(())
     }
 
     /// Records the value of `key` in `section`, checked.
@@ -121,7 +173,8 @@ impl FileConfig {
             toml::Value::String(text) => text.clone(),
             toml::Value::Integer(number) => number.to_string(),
             toml::Value::Float(number) => number.to_string(),
-            _ => return Err(format!("{place}: expected a string or a number")),
+            toml::Value::Boolean(flag) => flag.to_string(),
+            _ => return Err(format!("{place}: expected a string, a number or a boolean")),
         };
         setting
             .check(&text)

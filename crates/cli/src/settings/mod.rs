@@ -7,6 +7,7 @@
 //! of settings ([`declarations`]), the layers that give values
 //! ([`command_line`], [`file`]), and their resolution ([`serve`]).
 
+pub mod cognito;
 pub mod command_line;
 pub mod declarations;
 pub mod draft;

@@ -11,6 +11,7 @@ use tokencache_core::{Backoff, FreshnessPolicy, HmacKey};
 use tokencache_proxy::{AdminToken, Limits, ProxyConfig, RouteConfig, TlsFiles};
 
 use crate::environment::Environment;
+use crate::settings::cognito;
 use crate::settings::command_line::ServeArgs;
 use crate::settings::declarations::{MAX_HEADER_BYTES, PATH, SERVE};
 use crate::settings::draft::{Draft, LogSettings};
@@ -38,6 +39,8 @@ pub struct ServeSettings {
     pub proxy: ProxyConfig,
     /// Drain time on shutdown.
     pub shutdown_grace: Duration,
+    /// Threads serving the token listener (0: the shared runtime).
+    pub workers: usize,
     /// Limits of the token listener.
     pub limits: Limits,
     /// HTTPS certificate and key.
@@ -81,7 +84,13 @@ impl ServeSettings {
         }
         let path_given = args.given.text(&PATH).is_some();
         let mut proxy = draft.proxy.clone();
+        // Client ids on the status page only where just this host sees it,
+        // unless told otherwise.
+        proxy
+            .status_show_clients
+            .get_or_insert(draft.admin_listen.ip().is_loopback());
         proxy.routes = routes(&draft, path_given, file.routes)?;
+        proxy.cognito_idp = cognito::native_api(&draft, &file.native_routes)?;
         proxy.freshness = FreshnessPolicy::new(draft.refresh_at, draft.min_remaining)
             .map_err(|error| invalid("refresh-at/min-remaining", error.to_string()))?
             .with_max_ttl(draft.max_ttl);
@@ -103,6 +112,7 @@ impl ServeSettings {
             admin_listen: draft.admin_listen,
             proxy,
             shutdown_grace: draft.shutdown_grace,
+            workers: draft.workers,
             limits: draft.limits,
             tls,
             store: store(&mut draft, env)?,

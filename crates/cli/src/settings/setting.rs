@@ -26,6 +26,9 @@ pub enum FileKey {
     /// A key of each `[[routes]]` entry (read with the routes, not as a
     /// setting of its own).
     Route(&'static str),
+    /// The `upstream` of the `[[routes]]` entry of this `kind` (read with
+    /// the routes).
+    RouteKind(&'static str),
 }
 
 impl FileKey {
@@ -39,7 +42,7 @@ impl FileKey {
                 key: name,
                 old,
             } => section == Some(own) && (name == key || old == Some(key)),
-            Self::None | Self::Route(_) => false,
+            Self::None | Self::Route(_) | Self::RouteKind(_) => false,
         }
     }
 }
@@ -61,6 +64,7 @@ impl fmt::Display for FileKey {
                 old: Some(old),
             } => write!(f, "`[{section}] {key}` (or `{old}`)"),
             Self::Route(key) => write!(f, "`[[routes]] {key}`"),
+            Self::RouteKind(kind) => write!(f, "`[[routes]] kind = \"{kind}\"`"),
         }
     }
 }

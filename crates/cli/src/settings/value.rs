@@ -27,6 +27,22 @@ pub trait SettingValue: Sized {
     fn show(&self) -> String;
 }
 
+impl SettingValue for bool {
+    const VALUE_NAME: &'static str = "true|false";
+
+    fn parse(text: &str) -> Result<Self, String> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "true" | "yes" | "on" | "1" => Ok(true),
+            "false" | "no" | "off" | "0" => Ok(false),
+            _ => Err("must be true or false".to_owned()),
+        }
+    }
+
+    fn show(&self) -> String {
+        self.to_string()
+    }
+}
+
 impl SettingValue for String {
     const VALUE_NAME: &'static str = "TEXT";
 
@@ -159,6 +175,26 @@ impl SettingValue for Rate {
         match f64::parse(text) {
             Ok(rate) if rate.is_finite() && rate >= 0.0 => Ok(Self(rate)),
             _ => Err("must be a non-negative number (0: unlimited)".to_owned()),
+        }
+    }
+
+    fn show(&self) -> String {
+        self.0.show()
+    }
+}
+
+/// A price: a finite number, zero or more, in whatever currency the
+/// operator reads it in.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Price(pub f64);
+
+impl SettingValue for Price {
+    const VALUE_NAME: &'static str = "PRICE";
+
+    fn parse(text: &str) -> Result<Self, String> {
+        match f64::parse(text) {
+            Ok(price) if price.is_finite() && price >= 0.0 => Ok(Self(price)),
+            _ => Err("must be a non-negative number".to_owned()),
         }
     }
 
