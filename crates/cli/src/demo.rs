@@ -80,6 +80,7 @@ tokencache demo
   mock identity provider  http://{idp}/oauth2/token
                           clients: demo-client / demo-secret, other-client / other-secret
   tokencache proxy        http://{proxy}/oauth2/token
+  status page             http://{admin}/
   metrics                 http://{admin}/metrics
 
 Fetch a token through the proxy. Run it twice: the first answer was fetched

@@ -64,7 +64,7 @@ impl Default for BudgetConfig {
 /// adapts to the upstream's throttles.
 ///
 /// A throttle is a rate signal, not a failure. It sets the rate to
-/// [`DECREASE`] times what the upstream was seen to accept over the last
+/// `DECREASE` (0.7) times what the upstream was seen to accept over the last
 /// second (never more than the rate in force), at most once per round of
 /// requests (a throttle of a request sent before the last decrease says
 /// nothing new), and spends the burst; a `Retry-After` on it pauses every
