@@ -338,7 +338,9 @@ class Server:
 
     def outcomes(self):
         m = self.metrics()
-        hits = m.get('tokencache_requests_total{outcome="hit"}', 0)
+        # Series carry a route label besides the outcome: sum every hit series.
+        hits = sum(v for k, v in m.items()
+                   if k.startswith("tokencache_requests_total{") and 'outcome="hit"' in k)
         total = sum(v for k, v in m.items() if k.startswith("tokencache_requests_total{"))
         return hits, total
 
