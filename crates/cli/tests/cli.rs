@@ -413,31 +413,12 @@ async fn demo_prints_a_curl_that_works_twice() {
     assert_eq!(code, 0);
 }
 
-/// A CA and a certificate for localhost signed by it, written to `dir`;
-/// returns the CA certificate (PEM).
-fn write_certificate(dir: &std::path::Path) -> String {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_key = KeyPair::generate().unwrap();
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-    let leaf_key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["localhost".to_owned()])
-        .unwrap()
-        .signed_by(&leaf_key, &issuer)
-        .unwrap();
-    std::fs::write(dir.join("cert.pem"), leaf.pem()).unwrap();
-    std::fs::write(dir.join("key.pem"), leaf_key.serialize_pem()).unwrap();
-    ca_cert.pem()
-}
-
 #[tokio::test]
 async fn https_certificates_reload_on_sighup() {
     let (_idp, idp_url) = start_mock_idp();
     let dir = std::env::temp_dir().join(format!("tokencache-cli-tls-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let first_ca = write_certificate(&dir);
+    let first_ca = tokencache_test_support::certificates::write_localhost_certificate(&dir);
     let mut proxy = Running::start(
         Command::new(BIN)
             .args([
@@ -479,7 +460,7 @@ async fn https_certificates_reload_on_sighup() {
     };
     assert_eq!(post(client(&first_ca)).await.unwrap().status(), 200);
 
-    let second_ca = write_certificate(&dir);
+    let second_ca = tokencache_test_support::certificates::write_localhost_certificate(&dir);
     let pid = proxy.child.id().to_string();
     assert!(
         Command::new("kill")

@@ -41,9 +41,13 @@ pub(crate) enum CacheStatus {
     SharedHit { ttl: u64 },
 }
 
+/// The RFC 9211 header, as a value: looked up on every answer, so never
+/// parsed from text on the hit path.
+pub(crate) const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
+
 impl CacheStatus {
     pub(crate) fn header_name(self) -> HeaderName {
-        HeaderName::from_static("cache-status")
+        CACHE_STATUS
     }
 
     pub(crate) fn header_value(self) -> HeaderValue {

@@ -17,7 +17,7 @@ use tokencache_upstream::FetchRequest;
 
 use crate::answer;
 use crate::cache::TokenCache;
-use crate::cache_status::CacheStatus;
+use crate::cache_status::{CACHE_STATUS, CacheStatus};
 use crate::dialect::Dialect;
 use crate::endpoint::TokenEndpoint;
 use crate::error::ProxyError;
@@ -108,7 +108,7 @@ impl Route {
         let outcome = Outcome::of_cache_status(
             response
                 .headers()
-                .get("cache-status")
+                .get(&CACHE_STATUS)
                 .map(HeaderValue::as_bytes),
         );
         self.metrics.answered(outcome, started.elapsed());

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use tokencache_mock_idp::MockIdpConfig;
 use tokencache_proxy::{Limits, Proxy, ReloadableTls, ServeOptions, TlsFiles};
 use tokencache_test_support::{ManualClock, MockIdpServer, ProxyServer, bind_loopback};
@@ -483,29 +482,11 @@ async fn readyz_reports_saturation_while_every_connection_is_busy() {
     assert_eq!(served.readyz().await, (200, "ready\n".to_owned()));
 }
 
-/// A CA and a certificate for 127.0.0.1 and localhost signed by it, written
-/// to `dir`; returns the CA certificate (PEM).
-fn write_certificate(dir: &std::path::Path) -> String {
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_key = KeyPair::generate().unwrap();
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-    let leaf_key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-        .unwrap()
-        .signed_by(&leaf_key, &issuer)
-        .unwrap();
-    std::fs::write(dir.join("cert.pem"), leaf.pem()).unwrap();
-    std::fs::write(dir.join("key.pem"), leaf_key.serialize_pem()).unwrap();
-    ca_cert.pem()
-}
-
 #[tokio::test]
 async fn http2_is_held_to_the_same_header_count_as_http1() {
     let dir = std::env::temp_dir().join(format!("tokencache-h2-limits-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let ca = write_certificate(&dir);
+    let ca = tokencache_test_support::certificates::write_localhost_certificate(&dir);
     let tls = ReloadableTls::load(TlsFiles {
         cert: dir.join("cert.pem"),
         key: dir.join("key.pem"),

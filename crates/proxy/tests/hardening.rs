@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use tokencache_mock_idp::MockIdpConfig;
 use tokencache_proxy::{Limits, Proxy, ReloadableTls, ServeOptions, TlsFiles};
 use tokencache_test_support::{ManualClock, MockIdpServer, ProxyServer, bind_loopback};
@@ -137,24 +136,6 @@ async fn a_trickled_body_times_out_with_408() {
     assert!(answer.contains(r#""error":"invalid_request""#), "{answer}");
 }
 
-/// A CA and a certificate for 127.0.0.1 and localhost signed by it, written
-/// to `dir`; returns the CA certificate (PEM).
-fn write_certificate(dir: &std::path::Path) -> String {
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_key = KeyPair::generate().unwrap();
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-    let leaf_key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-        .unwrap()
-        .signed_by(&leaf_key, &issuer)
-        .unwrap();
-    std::fs::write(dir.join("cert.pem"), leaf.pem()).unwrap();
-    std::fs::write(dir.join("key.pem"), leaf_key.serialize_pem()).unwrap();
-    ca_cert.pem()
-}
-
 fn client_trusting(ca_pem: &str) -> reqwest::Client {
     reqwest::Client::builder()
         .tls_certs_only([reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap()])
@@ -166,7 +147,7 @@ fn client_trusting(ca_pem: &str) -> reqwest::Client {
 async fn https_with_http2_and_a_certificate_reload() {
     let dir = std::env::temp_dir().join(format!("tokencache-tls-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let first_ca = write_certificate(&dir);
+    let first_ca = tokencache_test_support::certificates::write_localhost_certificate(&dir);
     let files = TlsFiles {
         cert: dir.join("cert.pem"),
         key: dir.join("key.pem"),
@@ -197,7 +178,7 @@ async fn https_with_http2_and_a_certificate_reload() {
     assert_eq!(answer.version(), reqwest::Version::HTTP_2, "ALPN chose h2");
 
     // Renewal: new certificate from a new CA, then reload (what SIGHUP does).
-    let second_ca = write_certificate(&dir);
+    let second_ca = tokencache_test_support::certificates::write_localhost_certificate(&dir);
     tls.reload().unwrap();
     let new_client = client_trusting(&second_ca);
     assert_eq!(post(&new_client).await.unwrap().status(), 200);

@@ -38,6 +38,7 @@
 //! This crate has no feature flags.
 
 pub mod answers;
+pub mod certificates;
 pub mod conformance;
 mod flaky;
 pub mod fleet;
