@@ -34,12 +34,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         let _ = idp_stopped.await;
     }));
 
-    let config = ProxyConfig::new(vec![RouteConfig {
-        path: "/oauth2/token".into(),
-        upstream: format!("http://{idp_addr}/oauth2/token")
+    let config = ProxyConfig::new(vec![RouteConfig::new(
+        "/oauth2/token",
+        format!("http://{idp_addr}/oauth2/token")
             .parse()
             .context("mock IdP URL")?,
-    }]);
+    )]);
     let proxy = Proxy::new(config, Arc::new(SystemClock))?;
 
     print_instructions(idp_addr, proxy_addr, admin_addr)?;

@@ -58,6 +58,7 @@
 //! This crate has no feature flags.
 
 mod backoff;
+pub mod budget;
 mod classify;
 mod clock;
 pub mod cognito;
@@ -82,5 +83,5 @@ pub use purge::{PURGE_LOG_KEEPS, PurgeLog, PurgeMark, PurgeScope};
 pub use request::{CanonicalRequest, CredentialSource, RequestError, TokenRequest};
 pub use seal::{EncryptionKey, KeyRing, SealError};
 pub use secret::{ClientSecret, HmacKey};
-pub use store::{LeaseOwner, SharedStore, StoreError, StoreFuture, StoreKey};
+pub use store::{BudgetStore, LeaseOwner, SharedStore, StoreError, StoreFuture, StoreKey};
 pub use token::{AnswerShape, CachedToken, DecodeError, Uncacheable};

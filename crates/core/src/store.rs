@@ -10,6 +10,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use crate::budget::{BudgetLimits, BudgetStanding, SlotAnswer, SlotRequest, ThrottleReport};
 use crate::clock::UnixMillis;
 use crate::key::{CacheKey, ClientTag, push_hex};
 use crate::purge::{PurgeLog, PurgeMark, PurgeScope};
@@ -174,6 +177,48 @@ pub trait SharedStore: Send + Sync + fmt::Debug + 'static {
     /// against other replicas appending at once (a compare-and-set on the
     /// generation); where the log stands after it.
     fn announce_purge<'a>(&'a self, scope: &'a PurgeScope) -> StoreFuture<'a, PurgeMark>;
+
+    /// The same store as a keeper of the fleet's request budgets, if it can
+    /// keep them (every store of this workspace can). `None`, the default,
+    /// leaves each replica to its own budget.
+    fn budgets(self: Arc<Self>) -> Option<Arc<dyn BudgetStore>> {
+        None
+    }
+}
+
+/// A store that keeps request budgets for a fleet: every replica draws its
+/// upstream requests from one budget per group, kept in the store with the
+/// arithmetic of [`BudgetState`](crate::budget::BudgetState), atomically
+/// against the other replicas and on one clock.
+///
+/// `group` names the budget (an upstream host, or a name from the
+/// configuration); a store encodes it into its own key layout. Every
+/// implementation passes the budget conformance suite in
+/// `tokencache-test-support`.
+pub trait BudgetStore: Send + Sync + fmt::Debug + 'static {
+    /// Records `accepted` answers that were not throttles (since this
+    /// replica last told), then asks the group's budget for a slot.
+    fn take_slot<'a>(
+        &'a self,
+        group: &'a str,
+        limits: &'a BudgetLimits,
+        request: &'a SlotRequest,
+        accepted: u32,
+    ) -> StoreFuture<'a, SlotAnswer>;
+
+    /// Records `accepted` answers, then a throttle: the group's rate goes
+    /// down for the whole fleet, and a `Retry-After` pauses it.
+    fn report_throttle<'a>(
+        &'a self,
+        group: &'a str,
+        limits: &'a BudgetLimits,
+        report: &'a ThrottleReport,
+        accepted: u32,
+    ) -> StoreFuture<'a, BudgetStanding>;
+
+    /// Marks `replica` alive for `ttl`; how many replicas are alive now,
+    /// this one included.
+    fn heartbeat<'a>(&'a self, replica: &'a LeaseOwner, ttl: Duration) -> StoreFuture<'a, u32>;
 }
 
 #[cfg(test)]

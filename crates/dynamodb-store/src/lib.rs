@@ -74,6 +74,7 @@
 //! None. The AWS SDK is built without its default features: the
 //! `default-https-client` (hyper 1 with rustls) and the tokio runtime only.
 
+mod budget;
 mod config;
 mod credentials;
 mod error;
@@ -82,6 +83,7 @@ mod kms;
 mod store;
 mod table;
 
+pub use budget::SHARD_RATE;
 pub use config::{AwsCredentials, DynamoDbConfig};
 pub use kms::{decrypt_data_key, generate_data_key};
 pub use store::DynamoDbStore;

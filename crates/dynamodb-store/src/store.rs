@@ -2,13 +2,14 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, WriteRequest};
 use tokencache_core::{
-    ClientTag, Clock, LeaseOwner, PurgeLog, PurgeMark, PurgeScope, SharedStore, StoreError,
-    StoreFuture, StoreKey, UnixMillis,
+    BudgetStore, ClientTag, Clock, LeaseOwner, PurgeLog, PurgeMark, PurgeScope, SharedStore,
+    StoreError, StoreFuture, StoreKey, UnixMillis,
 };
 
 use crate::config::DynamoDbConfig;
@@ -37,6 +38,8 @@ pub struct DynamoDbStore {
     client: Client,
     table: String,
     clock: Arc<dyn Clock>,
+    /// Which shard of a sharded budget group this store asks next.
+    next_shard: Arc<AtomicUsize>,
 }
 
 impl DynamoDbStore {
@@ -57,6 +60,7 @@ impl DynamoDbStore {
             client: Client::new(&sdk),
             table: table.to_owned(),
             clock: config.clock,
+            next_shard: Arc::default(),
         })
     }
 
@@ -64,6 +68,19 @@ impl DynamoDbStore {
     #[must_use]
     pub fn table(&self) -> &str {
         &self.table
+    }
+
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub(crate) fn clock(&self) -> &dyn Clock {
+        &*self.clock
+    }
+
+    /// The shard of `shards` to ask next: each in turn.
+    pub(crate) fn next_shard(&self, shards: usize) -> usize {
+        self.next_shard.fetch_add(1, Ordering::Relaxed) % shards
     }
 
     async fn get_entry(&self, key: &StoreKey) -> Result<Option<Vec<u8>>, StoreError> {
@@ -363,6 +380,10 @@ impl SharedStore for DynamoDbStore {
 
     fn purge_log(&self) -> StoreFuture<'_, PurgeLog> {
         Box::pin(self.get_purge_log())
+    }
+
+    fn budgets(self: Arc<Self>) -> Option<Arc<dyn BudgetStore>> {
+        Some(self)
     }
 
     fn announce_purge<'a>(&'a self, scope: &'a PurgeScope) -> StoreFuture<'a, PurgeMark> {

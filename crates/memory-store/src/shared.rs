@@ -9,9 +9,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use tokencache_core::budget::{
+    BudgetLimits, BudgetStanding, BudgetState, SlotAnswer, SlotRequest, ThrottleReport,
+};
 use tokencache_core::{
-    ClientTag, Clock, LeaseOwner, PurgeLog, PurgeMark, PurgeScope, SharedStore, StoreError,
-    StoreFuture, StoreKey, UnixMillis,
+    BudgetStore, ClientTag, Clock, LeaseOwner, PurgeLog, PurgeMark, PurgeScope, SharedStore,
+    StoreError, StoreFuture, StoreKey, UnixMillis,
 };
 
 #[derive(Debug, Default)]
@@ -19,6 +22,8 @@ struct Maps {
     entries: HashMap<StoreKey, (Vec<u8>, UnixMillis)>,
     leases: HashMap<StoreKey, (LeaseOwner, UnixMillis)>,
     purges: PurgeLog,
+    budgets: HashMap<String, BudgetState>,
+    replicas: HashMap<LeaseOwner, UnixMillis>,
 }
 
 /// A shared store living in this process.
@@ -171,5 +176,70 @@ impl SharedStore for InProcessSharedStore {
         let mut maps = self.lock();
         maps.purges = maps.purges.appended(*scope);
         ready(maps.purges.mark())
+    }
+
+    fn budgets(self: Arc<Self>) -> Option<Arc<dyn BudgetStore>> {
+        Some(self)
+    }
+}
+
+impl InProcessSharedStore {
+    /// The clock in the microseconds budgets count in.
+    fn micros(&self) -> u64 {
+        self.clock.now().0.saturating_mul(1_000)
+    }
+
+    /// The group's budget, made on first use; the lock makes each decision
+    /// atomic.
+    fn with_budget<T>(
+        &self,
+        group: &str,
+        limits: &BudgetLimits,
+        decide: impl FnOnce(&mut BudgetState, u64) -> T,
+    ) -> T {
+        let now = self.micros();
+        let mut maps = self.lock();
+        let state = maps
+            .budgets
+            .entry(group.to_owned())
+            .or_insert_with(|| BudgetState::new(limits, now));
+        decide(state, now)
+    }
+}
+
+impl BudgetStore for InProcessSharedStore {
+    fn take_slot<'a>(
+        &'a self,
+        group: &'a str,
+        limits: &'a BudgetLimits,
+        request: &'a SlotRequest,
+        accepted: u32,
+    ) -> StoreFuture<'a, SlotAnswer> {
+        ready(self.with_budget(group, limits, |state, now| {
+            state.record_accepted(now, accepted);
+            state.take_slot(limits, request, now)
+        }))
+    }
+
+    fn report_throttle<'a>(
+        &'a self,
+        group: &'a str,
+        limits: &'a BudgetLimits,
+        report: &'a ThrottleReport,
+        accepted: u32,
+    ) -> StoreFuture<'a, BudgetStanding> {
+        ready(self.with_budget(group, limits, |state, now| {
+            state.record_accepted(now, accepted);
+            state.throttled(limits, report, now);
+            state.standing()
+        }))
+    }
+
+    fn heartbeat<'a>(&'a self, replica: &'a LeaseOwner, ttl: Duration) -> StoreFuture<'a, u32> {
+        let now = self.clock.now();
+        let mut maps = self.lock();
+        maps.replicas.insert(replica.clone(), now.plus(ttl));
+        maps.replicas.retain(|_, until| now < *until);
+        ready(u32::try_from(maps.replicas.len()).unwrap_or(u32::MAX))
     }
 }

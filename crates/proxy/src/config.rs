@@ -1,5 +1,7 @@
 //! What a proxy is built from.
 
+use std::collections::BTreeMap;
+use std::num::NonZeroU32;
 use std::time::Duration;
 
 use tokencache_core::{FreshnessPolicy, HmacKey};
@@ -15,6 +17,31 @@ pub struct RouteConfig {
     /// The token endpoint, such as
     /// `https://my-pool.auth.eu-west-1.amazoncognito.com/oauth2/token`.
     pub upstream: Url,
+    /// The budget group the route's upstream requests draw on: a name in
+    /// [`ProxyConfig::budgets`]. `None`, the default, is the group of the
+    /// upstream's host, at [`ResilienceConfig::budget`].
+    pub budget: Option<String>,
+}
+
+impl RouteConfig {
+    /// A route from `path` to `upstream`, in its host's budget group.
+    #[must_use]
+    pub fn new(path: impl Into<String>, upstream: Url) -> Self {
+        Self {
+            path: path.into(),
+            upstream,
+            budget: None,
+        }
+    }
+
+    /// The name of the budget group the route draws on.
+    #[must_use]
+    pub fn budget_group(&self) -> &str {
+        match &self.budget {
+            Some(name) => name,
+            None => self.upstream.host_str().unwrap_or_default(),
+        }
+    }
 }
 
 /// Cognito's native API (AWS JSON 1.1), answered on the token listener at
@@ -75,8 +102,17 @@ pub struct ProxyConfig {
     pub hmac_key: Option<HmacKey>,
     /// How the upstream is reached.
     pub upstream: UpstreamConfig,
-    /// Retries, request budget and circuit breaker, per upstream.
+    /// Retries and circuit breaker per upstream, and the request budget of
+    /// each upstream host's group (routes to one host share it).
     pub resilience: ResilienceConfig,
+    /// Named budget groups, for routes whose upstreams draw on one quota
+    /// under different hosts (`[budgets.NAME]` in the config file); a
+    /// route joins one with [`RouteConfig::budget`]. Empty by default.
+    pub budgets: BTreeMap<String, BudgetConfig>,
+    /// The fleet's size, for the share of each budget a replica falls back
+    /// to when the shared store is away; `None`, the default, counts the
+    /// replicas by their heartbeats in the store.
+    pub budget_replicas: Option<NonZeroU32>,
     /// How long a caller waits for a token on a miss, budget queueing,
     /// retries and waiting on another replica's lease included; past it the
     /// caller gets an error it can act on.
@@ -125,6 +161,8 @@ impl ProxyConfig {
             hmac_key: None,
             upstream: UpstreamConfig::default(),
             resilience: ResilienceConfig::default(),
+            budgets: BTreeMap::new(),
+            budget_replicas: None,
             load_deadline: Duration::from_secs(15),
             negative_ttl: Duration::from_secs(5),
             shared_store: None,
@@ -248,6 +286,14 @@ pub enum ConfigError {
     /// An upstream URL is not http or https.
     #[error("upstream `{0}` must be an http:// or https:// URL")]
     BadUpstream(String),
+    /// A route names a budget group that is not declared.
+    #[error("route `{route}` names budget group `{group}`, which is not declared in [budgets]")]
+    UnknownBudget {
+        /// The route's path.
+        route: String,
+        /// The group it names.
+        group: String,
+    },
     /// The upstream client could not be built.
     #[error(transparent)]
     Upstream(#[from] tokencache_upstream::UpstreamError),
@@ -278,6 +324,14 @@ impl ProxyConfig {
             if !matches!(route.upstream.scheme(), "http" | "https") {
                 return Err(ConfigError::BadUpstream(route.upstream.to_string()));
             }
+            if let Some(group) = &route.budget
+                && !self.budgets.contains_key(group)
+            {
+                return Err(ConfigError::UnknownBudget {
+                    route: route.path.clone(),
+                    group: group.clone(),
+                });
+            }
         }
         Ok(())
     }
@@ -288,10 +342,7 @@ mod tests {
     use super::*;
 
     fn route(path: &str, upstream: &str) -> RouteConfig {
-        RouteConfig {
-            path: path.into(),
-            upstream: upstream.parse().unwrap(),
-        }
+        RouteConfig::new(path, upstream.parse().unwrap())
     }
 
     #[test]
@@ -337,5 +388,31 @@ mod tests {
             native_only.validate(),
             Err(ConfigError::BadUpstream(_))
         ));
+    }
+
+    #[test]
+    fn routes_join_their_hosts_group_or_a_declared_one() {
+        let by_host = route(
+            "/a",
+            "https://pool.auth.eu-west-1.amazoncognito.com/oauth2/token",
+        );
+        assert_eq!(
+            by_host.budget_group(),
+            "pool.auth.eu-west-1.amazoncognito.com"
+        );
+        let named = RouteConfig {
+            budget: Some("account-eu".into()),
+            ..route("/b", "https://other.example/token")
+        };
+        assert_eq!(named.budget_group(), "account-eu");
+        let mut config = ProxyConfig::new(vec![by_host, named]);
+        assert!(matches!(
+            config.validate(),
+            Err(ConfigError::UnknownBudget { group, .. }) if group == "account-eu"
+        ));
+        config
+            .budgets
+            .insert("account-eu".into(), BudgetConfig::default());
+        assert!(config.validate().is_ok());
     }
 }

@@ -19,10 +19,10 @@
 //! use tokencache_proxy::{Proxy, ProxyConfig, RouteConfig, serve};
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let config = ProxyConfig::new(vec![RouteConfig {
-//!     path: "/oauth2/token".into(),
-//!     upstream: "https://my-pool.auth.eu-west-1.amazoncognito.com/oauth2/token".parse()?,
-//! }]);
+//! let config = ProxyConfig::new(vec![RouteConfig::new(
+//!     "/oauth2/token",
+//!     "https://my-pool.auth.eu-west-1.amazoncognito.com/oauth2/token".parse()?,
+//! )]);
 //! let proxy = Proxy::new(config, Arc::new(SystemClock))?;
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
 //! let admin = tokio::net::TcpListener::bind("127.0.0.1:9090").await?;

@@ -15,7 +15,7 @@ use metrics::{
 use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
-use tokencache_upstream::BreakerState;
+use tokencache_upstream::{BreakerState, BudgetGroup};
 
 use crate::answer_latency::{self, AnswerLatency};
 use crate::client_counts::{ClientCount, ClientCounts};
@@ -109,7 +109,9 @@ pub(crate) struct RouteSnapshot {
 }
 
 impl RouteMetrics {
-    fn new(recorder: &PrometheusRecorder, name: &str) -> Self {
+    /// The metrics of route `name`, whose upstream draws on budget `group`
+    /// (empty for what no route answers).
+    fn new(recorder: &PrometheusRecorder, name: &str, group: &str) -> Self {
         let labelled = |metric: &'static str, label: &'static str, value: &'static str| {
             let key = Key::from_parts(
                 metric,
@@ -123,8 +125,19 @@ impl RouteMetrics {
         let route_key = |metric: &'static str| {
             Key::from_parts(metric, vec![Label::new("route", name.to_owned())])
         };
-        let counter =
-            |metric: &'static str| recorder.register_counter(&route_key(metric), &METADATA);
+        // What the budget does is labelled with its group too, so a
+        // group's waits and throttles add up over its routes.
+        let group_key = |metric: &'static str| {
+            Key::from_parts(
+                metric,
+                vec![
+                    Label::new("route", name.to_owned()),
+                    Label::new("group", group.to_owned()),
+                ],
+            )
+        };
+        let group_counter =
+            |metric: &'static str| recorder.register_counter(&group_key(metric), &METADATA);
         let outcome = |o: Outcome| labelled("tokencache_requests_total", "outcome", o.label());
         let upstream = |status| labelled("tokencache_upstream_requests_total", "status", status);
         let retries = |reason| labelled("tokencache_upstream_retries_total", "reason", reason);
@@ -139,10 +152,10 @@ impl RouteMetrics {
             refreshes_failed: labelled("tokencache_refreshes_total", "result", "failed"),
             retries_transport: retries("transport"),
             retries_answer: retries("answer"),
-            throttled: counter("tokencache_upstream_throttled_total"),
-            budget_waits: counter("tokencache_budget_waits_total"),
-            budget_wait: recorder.register_histogram(&route_key(BUDGET_WAIT), &METADATA),
-            budget_rejections: counter("tokencache_budget_rejections_total"),
+            throttled: group_counter("tokencache_upstream_throttled_total"),
+            budget_waits: group_counter("tokencache_budget_waits_total"),
+            budget_wait: recorder.register_histogram(&group_key(BUDGET_WAIT), &METADATA),
+            budget_rejections: group_counter("tokencache_budget_rejections_total"),
             upstream_total: AtomicU64::new(0),
             throttles: AtomicU64::new(0),
             last_error: AtomicU16::new(0),
@@ -173,6 +186,60 @@ impl BreakerGauges {
     }
 }
 
+/// A budget group's gauges, set from the group when scraped.
+#[derive(Debug)]
+struct GroupGauges {
+    group: Arc<BudgetGroup>,
+    configured: Gauge,
+    learned: Gauge,
+    slots: Counter,
+    throttles: Counter,
+    fallback: Gauge,
+    replicas: Gauge,
+}
+
+impl GroupGauges {
+    fn new(recorder: &PrometheusRecorder, group: Arc<BudgetGroup>) -> Self {
+        let key = |metric: &'static str| {
+            Key::from_parts(metric, vec![Label::new("group", group.name().to_owned())])
+        };
+        let rate = |kind: &'static str| {
+            let key = Key::from_parts(
+                "tokencache_budget_rate",
+                vec![
+                    Label::new("group", group.name().to_owned()),
+                    Label::from_static_parts("kind", kind),
+                ],
+            );
+            recorder.register_gauge(&key, &METADATA)
+        };
+        Self {
+            configured: rate("configured"),
+            learned: rate("learned"),
+            slots: recorder.register_counter(&key("tokencache_budget_slots_total"), &METADATA),
+            throttles: recorder
+                .register_counter(&key("tokencache_budget_throttles_total"), &METADATA),
+            fallback: recorder.register_gauge(&key("tokencache_budget_fallback"), &METADATA),
+            replicas: recorder.register_gauge(&key("tokencache_budget_replicas"), &METADATA),
+            group,
+        }
+    }
+
+    /// Sets every series from the group now. An unlimited group's rates
+    /// read 0 (Prometheus has no use for +Inf here).
+    #[allow(clippy::cast_precision_loss)] // counts far below 2^53
+    fn publish(&self) {
+        let finite = |rate: f64| if rate.is_finite() { rate } else { 0.0 };
+        self.configured.set(finite(self.group.configured_rate()));
+        self.learned.set(finite(self.group.rate()));
+        self.slots.absolute(self.group.slots_taken());
+        self.throttles.absolute(self.group.throttles());
+        self.fallback
+            .set(if self.group.in_fallback() { 1.0 } else { 0.0 });
+        self.replicas.set(f64::from(self.group.replicas()));
+    }
+}
+
 /// What every clone of [`ProxyMetrics`] shares.
 struct Registry {
     handle: PrometheusHandle,
@@ -180,6 +247,8 @@ struct Registry {
     /// Every route's metrics, for the striped counts and the answer
     /// latencies to be written out when scraped.
     routes: Mutex<Vec<Arc<RouteMetrics>>>,
+    /// Every budget group's gauges.
+    groups: OnceLock<Vec<GroupGauges>>,
     negative_hits: Counter,
     breaker_rejections: Counter,
     store_unreadable: Counter,
@@ -194,13 +263,14 @@ struct Registry {
 }
 
 impl Registry {
-    /// The metrics of route `name`, registered on first use.
-    fn route(&self, name: &str) -> Arc<RouteMetrics> {
+    /// The metrics of route `name` (drawing on budget `group`), registered
+    /// on first use.
+    fn route(&self, name: &str, group: &str) -> Arc<RouteMetrics> {
         let mut routes = self.routes.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(found) = routes.iter().find(|route| &*route.name == name) {
             return Arc::clone(found);
         }
-        let route = Arc::new(RouteMetrics::new(&self.recorder, name));
+        let route = Arc::new(RouteMetrics::new(&self.recorder, name, group));
         routes.push(Arc::clone(&route));
         route
     }
@@ -260,6 +330,7 @@ impl ProxyMetrics {
         let registry = Registry {
             handle: recorder.handle(),
             routes: Mutex::default(),
+            groups: OnceLock::new(),
             negative_hits: plain("tokencache_negative_cache_hits_total"),
             breaker_rejections: plain("tokencache_breaker_rejections_total"),
             store_unreadable: plain("tokencache_store_unreadable_total"),
@@ -285,10 +356,11 @@ impl ProxyMetrics {
         }
     }
 
-    /// The same metrics, counting what a route does under `route="path"`.
-    /// Its series are registered now, so they read 0 before any traffic.
-    pub(crate) fn for_route(&self, route: &str) -> Self {
-        let metrics = self.registry.route(route);
+    /// The same metrics, counting what a route does under `route="path"`
+    /// (and what its budget does under `group` too). Its series are
+    /// registered now, so they read 0 before any traffic.
+    pub(crate) fn for_route(&self, route: &str, group: &str) -> Self {
+        let metrics = self.registry.route(route, group);
         Self {
             registry: Arc::clone(&self.registry),
             route_name: route.into(),
@@ -298,7 +370,19 @@ impl ProxyMetrics {
 
     fn route(&self) -> &RouteMetrics {
         self.route
-            .get_or_init(|| self.registry.route(&self.route_name))
+            .get_or_init(|| self.registry.route(&self.route_name, ""))
+    }
+
+    /// Publishes the budget groups' rates, slots, throttles, fallback and
+    /// fleet size when scraped. (Once: the groups are made with the proxy.)
+    pub(crate) fn watch_budgets(&self, groups: &[Arc<BudgetGroup>]) {
+        let recorder = &self.registry.recorder;
+        let _ = self.registry.groups.set(
+            groups
+                .iter()
+                .map(|group| GroupGauges::new(recorder, Arc::clone(group)))
+                .collect(),
+        );
     }
 
     /// The breaker-state gauges of one route, starting closed.
@@ -314,7 +398,7 @@ impl ProxyMetrics {
             self.registry.recorder.register_gauge(&key, &METADATA)
         };
         let gauges = BreakerGauges {
-            route: self.registry.route(route),
+            route: self.registry.route(route, ""),
             closed: gauge("closed"),
             open: gauge("open"),
             half_open: gauge("half_open"),
@@ -501,6 +585,9 @@ impl ProxyMetrics {
         }
         self.registry.entries.set(entries as f64);
         self.registry.bytes.set(bytes as f64);
+        for group in self.registry.groups.get().into_iter().flatten() {
+            group.publish();
+        }
         let mut text = self.registry.handle.render();
         if !routes.is_empty() {
             answer_latency::header(&mut text);
@@ -555,20 +642,43 @@ fn describe(recorder: &PrometheusRecorder) {
     );
     counter(
         "tokencache_upstream_throttled_total",
-        "Upstream answers that were throttles (429, or Cognito's TooManyRequestsException), by route.",
+        "Upstream answers that were throttles (429, or Cognito's TooManyRequestsException), by route and budget group.",
     );
     counter(
         "tokencache_budget_waits_total",
-        "Upstream requests that queued for the request budget, by route.",
+        "Upstream requests that queued for the request budget, by route and budget group.",
     );
     recorder.describe_histogram(
         KeyName::from_const_str(BUDGET_WAIT),
         Some(Unit::Seconds),
-        help("Time upstream requests queued for the request budget, by route."),
+        help("Time upstream requests queued for the request budget, by route and budget group."),
     );
     counter(
         "tokencache_budget_rejections_total",
-        "Requests refused because no budget slot was free before their deadline (callers get 503), by route.",
+        "Requests refused because no budget slot was free before their deadline (callers get 503), by route and budget group.",
+    );
+    gauge(
+        "tokencache_budget_rate",
+        None,
+        "A budget group's rate in requests per second: kind=configured (the most it allows), kind=learned (in force now, lowered by throttles; the fleet's when shared).",
+    );
+    counter(
+        "tokencache_budget_slots_total",
+        "Upstream requests this replica sent under a budget group's slots.",
+    );
+    counter(
+        "tokencache_budget_throttles_total",
+        "Throttles this replica saw from a budget group's upstreams (each lowers the group's rate).",
+    );
+    gauge(
+        "tokencache_budget_fallback",
+        None,
+        "1 while a shared budget group's store is unreachable and this replica draws on its own share (rate / replicas), else 0.",
+    );
+    gauge(
+        "tokencache_budget_replicas",
+        Some(Unit::Count),
+        "The fleet's size a budget group's fallback share is reckoned with (heartbeats in the store, or --budget-replicas); 1 when not shared.",
     );
     counter(
         "tokencache_negative_cache_hits_total",
@@ -624,9 +734,11 @@ mod tests {
     #[test]
     fn routes_are_labelled_and_counters_end_in_total() {
         let metrics = ProxyMetrics::new();
-        let route = metrics.for_route("/oauth2/token");
+        let route = metrics.for_route("/oauth2/token", "idp.example");
         route.request(Outcome::Hit);
-        route.for_route("/oauth2/token").request(Outcome::Hit);
+        route
+            .for_route("/oauth2/token", "idp.example")
+            .request(Outcome::Hit);
         route.answered(Outcome::Hit, Duration::from_micros(20));
         route.budget_wait(Duration::from_millis(30));
         route.upkeep();
@@ -635,7 +747,12 @@ mod tests {
             text.contains(r#"tokencache_requests_total{outcome="hit",route="/oauth2/token"} 2"#),
             "{text}"
         );
-        assert!(text.contains(r#"tokencache_budget_wait_seconds_count{route="/oauth2/token"} 1"#));
+        assert!(
+            text.contains(
+                r#"tokencache_budget_wait_seconds_count{route="/oauth2/token",group="idp.example"} 1"#
+            ),
+            "{text}"
+        );
         assert!(text.contains("tokencache_build_info{version=\""));
         assert!(!text.contains("microseconds"));
         for line in text.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {

@@ -10,7 +10,9 @@ use tokencache_core::cognito::NativeAnswerOptions;
 use tokencache_core::{Backoff, Clock, HmacKey, KeyDeriver, parse_retry_after};
 use tokencache_memory_store::MemoryStore;
 use tokencache_single_flight::{Outcome as FlightOutcome, SingleFlight};
-use tokencache_upstream::{ResilienceConfig, Upstream, UpstreamClient};
+use tokencache_upstream::{
+    BudgetConfig, BudgetGroup, Fleet, FleetConfig, ResilienceConfig, Upstream, UpstreamClient,
+};
 
 use crate::admin::{self, AdminState};
 use crate::answer_format::AnswerFormat;
@@ -40,6 +42,8 @@ pub struct Proxy {
     flights: Flights,
     metrics: ProxyMetrics,
     admin: Arc<AdminState>,
+    /// The fleet sharing budgets through the store, when there is one.
+    fleet: Option<Arc<Fleet>>,
     max_body_bytes: usize,
 }
 
@@ -75,6 +79,18 @@ impl Proxy {
         if config.status_show_clients == Some(true) {
             metrics.count_clients();
         }
+        // The store that shares tokens also shares the request budgets.
+        let fleet = config.shared_store.as_ref().and_then(|shared| {
+            let store = Arc::clone(&shared.store).budgets()?;
+            Some(Arc::new(Fleet::new(
+                store,
+                FleetConfig {
+                    op_timeout: shared.op_timeout,
+                    replicas: config.budget_replicas,
+                    ..FleetConfig::default()
+                },
+            )))
+        });
         let cache = Arc::new(TokenCache::new(
             MemoryStore::new(config.cache_max_bytes).with_max_entry_bytes(config.max_entry_bytes),
             config
@@ -101,28 +117,23 @@ impl Proxy {
             ),
             Arc::clone(&clock),
         );
-        // For the status page: each route's budget, the native API's its own.
-        let budgets: Vec<(Arc<str>, f64)> = config
-            .routes
-            .iter()
-            .map(|route| {
-                (
-                    route.path.as_str().into(),
-                    config.resilience.budget.rate_per_sec,
-                )
-            })
-            .chain(
-                config
-                    .cognito_idp
-                    .as_ref()
-                    .map(|native| (cognito::NAME.into(), native.budget.rate_per_sec)),
-            )
-            .collect();
+        let mut groups = BudgetGroups::new(fleet.clone());
+        // For the status page: which group each route draws on.
+        let mut route_groups = Vec::new();
         let routes = config
             .routes
             .into_iter()
             .map(|route| {
-                let metrics = metrics.for_route(&route.path);
+                let group_name = route.budget_group().to_owned();
+                let budget = groups.join(&group_name, || {
+                    config
+                        .budgets
+                        .get(&group_name)
+                        .copied()
+                        .unwrap_or(config.resilience.budget)
+                });
+                route_groups.push((Arc::from(route.path.as_str()), Arc::clone(&budget)));
+                let metrics = metrics.for_route(&route.path, &group_name);
                 let observer = RouteObserver {
                     metrics: metrics.clone(),
                     breaker: metrics.breaker_gauge(&route.path),
@@ -131,6 +142,7 @@ impl Proxy {
                     route.upstream,
                     client.clone(),
                     &config.resilience,
+                    budget,
                     Arc::clone(&clock),
                 );
                 let endpoint = UpstreamEndpoint::new(upstream, observer, config.freshness);
@@ -145,10 +157,20 @@ impl Proxy {
             })
             .collect();
         let cognito = config.cognito_idp.map(|native| {
-            let metrics = metrics.for_route(cognito::NAME);
+            // The native API's own quota (UserAuthentication), named by its
+            // service endpoint's host.
+            let group_name = native
+                .upstream
+                .host_str()
+                .unwrap_or(cognito::NAME)
+                .to_owned();
+            let budget = groups.join(&group_name, || native.budget);
+            route_groups.push((cognito::NAME.into(), Arc::clone(&budget)));
+            let metrics = metrics.for_route(cognito::NAME, &group_name);
             let route = native_route(
                 native,
                 NativeRouteParts {
+                    budget,
                     client: &client,
                     resilience: &config.resilience,
                     clock: &clock,
@@ -172,8 +194,9 @@ impl Proxy {
             metrics: metrics.clone(),
             ready: Arc::new(AtomicBool::new(true)),
             admin_token: config.admin_token,
-            status: StatusBoard::new(clock.now(), config.upstream_price_per_1000, budgets),
+            status: StatusBoard::new(clock.now(), config.upstream_price_per_1000, route_groups),
         });
+        metrics.watch_budgets(admin.status.groups());
         Ok(Self {
             cache,
             routes,
@@ -181,6 +204,7 @@ impl Proxy {
             flights,
             metrics,
             admin,
+            fleet,
             max_body_bytes: config.max_body_bytes,
         })
     }
@@ -233,18 +257,26 @@ impl Proxy {
     /// purge log every `purge_poll` (500 ms by default) and drops what other
     /// replicas purged from this memory tier; the same read probes the store
     /// while its breaker is open, and keeps the connection to a restarted
-    /// store warm. Returns at once without a shared store.
+    /// store warm. Beside it, renews this replica's heartbeat every second
+    /// (how the fleet counts itself for the budgets' fallback). Returns at
+    /// once without a shared store.
     /// [`serve`](crate::serve) runs it; an embedder serving the routers
     /// itself spawns it.
     pub async fn watch_fleet(&self) {
         let Some(every) = self.cache.tier().map(SharedTier::purge_poll) else {
             return;
         };
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            self.cache.follow_fleet().await;
+        let purges = async {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                self.cache.follow_fleet().await;
+            }
+        };
+        match &self.fleet {
+            Some(fleet) => tokio::join!(purges, fleet.keep_heartbeat()).0,
+            None => purges.await,
         }
     }
 
@@ -281,6 +313,7 @@ impl Proxy {
 
 /// What the native route's endpoint is built with.
 struct NativeRouteParts<'a> {
+    budget: Arc<BudgetGroup>,
     client: &'a UpstreamClient,
     resilience: &'a ResilienceConfig,
     clock: &'a Arc<dyn Clock>,
@@ -288,7 +321,7 @@ struct NativeRouteParts<'a> {
     freshness: tokencache_core::FreshnessPolicy,
 }
 
-/// The endpoint of Cognito's native API: its own budget (the
+/// The endpoint of Cognito's native API: its own budget group (the
 /// UserAuthentication quota is not the token endpoint's), the shared
 /// retries and breaker settings, native answers.
 fn native_route(native: CognitoIdpConfig, parts: NativeRouteParts<'_>) -> UpstreamEndpoint {
@@ -296,20 +329,47 @@ fn native_route(native: CognitoIdpConfig, parts: NativeRouteParts<'_>) -> Upstre
         metrics: parts.metrics.clone(),
         breaker: parts.metrics.breaker_gauge(cognito::NAME),
     };
-    let resilience = ResilienceConfig {
-        budget: native.budget,
-        ..*parts.resilience
-    };
     let upstream = Upstream::new(
         native.upstream,
         parts.client.clone(),
-        &resilience,
+        parts.resilience,
+        parts.budget,
         Arc::clone(parts.clock),
     );
     let format = AnswerFormat::CognitoNative(NativeAnswerOptions {
         strip_refresh_token: native.strip_refresh_token,
     });
     UpstreamEndpoint::new(upstream, observer, parts.freshness).with_format(format)
+}
+
+/// The budget groups of a proxy's routes, made as routes join them.
+struct BudgetGroups {
+    fleet: Option<Arc<Fleet>>,
+    groups: Vec<Arc<BudgetGroup>>,
+}
+
+impl BudgetGroups {
+    fn new(fleet: Option<Arc<Fleet>>) -> Self {
+        Self {
+            fleet,
+            groups: Vec::new(),
+        }
+    }
+
+    /// The group called `name`, made with `config()` by its first route.
+    /// (Routes to one host share the host's group at the default budget.)
+    fn join(&mut self, name: &str, config: impl FnOnce() -> BudgetConfig) -> Arc<BudgetGroup> {
+        if let Some(group) = self.groups.iter().find(|group| group.name() == name) {
+            return Arc::clone(group);
+        }
+        let config = config();
+        let group = Arc::new(match &self.fleet {
+            Some(fleet) => BudgetGroup::shared(name, config, Arc::clone(fleet)),
+            None => BudgetGroup::local(name, config),
+        });
+        self.groups.push(Arc::clone(&group));
+        group
+    }
 }
 
 /// The single-flight table of every route: a failed background refresh

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::Serialize;
 use tokencache_core::{Freshness, UnixMillis};
+use tokencache_upstream::BudgetGroup;
 
 use crate::cache::TokenCache;
 use crate::metrics::{OUTCOMES, Outcome, ProxyMetrics, RouteSnapshot};
@@ -72,28 +73,39 @@ impl Sample {
 pub(crate) struct StatusBoard {
     started: UnixMillis,
     price_per_1000: Option<f64>,
-    /// Each route's upstream budget per second (`None`: unlimited).
-    budgets: Vec<(Arc<str>, Option<f64>)>,
+    /// Each route's budget group.
+    route_groups: Vec<(Arc<str>, Arc<BudgetGroup>)>,
+    /// Every budget group, once each.
+    groups: Vec<Arc<BudgetGroup>>,
     samples: Mutex<VecDeque<Sample>>,
 }
 
 impl StatusBoard {
-    /// A board for a proxy started at `started`; `budgets` are the routes'
-    /// upstream budgets, requests per second (0 when unlimited).
+    /// A board for a proxy started at `started`; `route_groups` says which
+    /// budget group each route draws on.
     pub(crate) fn new(
         started: UnixMillis,
         price_per_1000: Option<f64>,
-        budgets: impl IntoIterator<Item = (Arc<str>, f64)>,
+        route_groups: Vec<(Arc<str>, Arc<BudgetGroup>)>,
     ) -> Self {
+        let mut groups: Vec<Arc<BudgetGroup>> = Vec::new();
+        for (_, group) in &route_groups {
+            if !groups.iter().any(|known| Arc::ptr_eq(known, group)) {
+                groups.push(Arc::clone(group));
+            }
+        }
         Self {
             started,
             price_per_1000,
-            budgets: budgets
-                .into_iter()
-                .map(|(route, rate)| (route, (rate > 0.0).then_some(rate)))
-                .collect(),
+            route_groups,
+            groups,
             samples: Mutex::new(VecDeque::with_capacity(SAMPLES_KEPT)),
         }
+    }
+
+    /// Every budget group, once each, in the order routes joined them.
+    pub(crate) fn groups(&self) -> &[Arc<BudgetGroup>] {
+        &self.groups
     }
 
     /// Takes a sample unless the last is under 10 s old.
@@ -134,17 +146,27 @@ impl StatusBoard {
             history,
             routes: routes
                 .iter()
-                .map(|route| RouteStatus {
-                    upstream_per_second: last
-                        .as_ref()
-                        .and_then(|last| last.upstream_rate(route, now)),
-                    budget_per_second: self
-                        .budgets
+                .map(|route| {
+                    let group = self
+                        .route_groups
                         .iter()
                         .find(|(name, _)| *name == route.name)
-                        .and_then(|(_, rate)| *rate),
-                    ..RouteStatus::of(route)
+                        .map(|(_, group)| group);
+                    RouteStatus {
+                        upstream_per_second: last
+                            .as_ref()
+                            .and_then(|last| last.upstream_rate(route, now)),
+                        budget_group: group.map(|group| group.name().to_owned()),
+                        budget_per_second: group.and_then(|group| finite(group.configured_rate())),
+                        learned_per_second: group.and_then(|group| finite(group.rate())),
+                        ..RouteStatus::of(route)
+                    }
                 })
+                .collect(),
+            budget_groups: self
+                .groups
+                .iter()
+                .map(|group| GroupStatus::of(group))
                 .collect(),
             cache: CacheStatus::of(cache, now),
             clients: metrics.busiest_clients(BUSIEST_CLIENTS).map(|clients| {
@@ -255,6 +277,7 @@ pub(crate) struct Status {
     /// Oldest first.
     history: Vec<Point>,
     routes: Vec<RouteStatus>,
+    budget_groups: Vec<GroupStatus>,
     cache: CacheStatus,
     shared_store: Option<StoreStatus>,
     /// The busiest clients; `None` unless `status_show_clients` is on.
@@ -288,7 +311,12 @@ struct RouteStatus {
     upstream_requests: u64,
     /// Since the last sample; `None` until there is one.
     upstream_per_second: Option<f64>,
+    /// The budget group the route's upstream draws on.
+    budget_group: Option<String>,
+    /// The group's configured rate; `None` when unlimited.
     budget_per_second: Option<f64>,
+    /// The group's rate in force, lowered by throttles.
+    learned_per_second: Option<f64>,
     throttles: u64,
     breaker: &'static str,
     /// `"no answer"` or `"HTTP 503"`: never a body.
@@ -308,7 +336,9 @@ impl RouteStatus {
             hit_ratio: ratio(saved(&route.outcomes), requests),
             upstream_requests: route.upstream,
             upstream_per_second: None,
+            budget_group: None,
             budget_per_second: None,
+            learned_per_second: None,
             throttles: route.throttles,
             breaker: route.breaker,
             last_upstream_error: route.last_error.map(|error| match error {
@@ -317,6 +347,48 @@ impl RouteStatus {
             }),
         }
     }
+}
+
+/// A budget group: its rates and whether the fleet shares it.
+#[derive(Debug, Serialize)]
+struct GroupStatus {
+    name: String,
+    /// The configured rate; `None` when unlimited.
+    configured_per_second: Option<f64>,
+    /// The rate in force (the fleet's, when shared), lowered by throttles.
+    learned_per_second: Option<f64>,
+    burst: u32,
+    /// Kept in the shared store for the whole fleet.
+    shared: bool,
+    /// The store is unreachable: this replica draws on its own share.
+    fallback: bool,
+    /// The fleet's size the fallback share is reckoned with.
+    replicas: u32,
+    /// Slots this replica took since start.
+    slots: u64,
+    /// Throttles this replica saw since start.
+    throttles: u64,
+}
+
+impl GroupStatus {
+    fn of(group: &BudgetGroup) -> Self {
+        Self {
+            name: group.name().to_owned(),
+            configured_per_second: finite(group.configured_rate()),
+            learned_per_second: finite(group.rate()),
+            burst: group.burst(),
+            shared: group.is_shared(),
+            fallback: group.in_fallback(),
+            replicas: group.replicas(),
+            slots: group.slots_taken(),
+            throttles: group.throttles(),
+        }
+    }
+}
+
+/// A rate, or `None` for an unlimited one.
+fn finite(rate: f64) -> Option<f64> {
+    rate.is_finite().then_some(rate)
 }
 
 #[derive(Debug, Serialize)]
@@ -370,6 +442,7 @@ struct StoreStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokencache_upstream::BudgetConfig;
 
     fn route(name: &str, hits: u64, misses: u64) -> RouteSnapshot {
         let mut outcomes = [0; OUTCOMES];
@@ -387,7 +460,9 @@ mod tests {
 
     #[test]
     fn rates_are_taken_between_samples() {
-        let board = StatusBoard::new(UnixMillis(0), None, [("/t".into(), 100.0)]);
+        let group = Arc::new(BudgetGroup::local("idp", BudgetConfig::default()));
+        let board = StatusBoard::new(UnixMillis(0), None, vec![("/t".into(), group)]);
+        assert_eq!(board.groups().len(), 1);
         let before = Sample::of(UnixMillis(10_000), &[route("/t", 10, 10)]);
         board.samples.lock().unwrap().push_back(before);
         let now = [route("/t", 190, 30)];

@@ -29,10 +29,10 @@ async fn start(
     change: impl FnOnce(&mut ProxyConfig),
 ) -> (LastValueIdp, ProxyServer) {
     let idp = LastValueIdp::start(issuing).await;
-    let mut config = ProxyConfig::new(vec![RouteConfig {
-        path: PATH.into(),
-        upstream: idp.token_url().parse().unwrap(),
-    }]);
+    let mut config = ProxyConfig::new(vec![RouteConfig::new(
+        PATH,
+        idp.token_url().parse().unwrap(),
+    )]);
     change(&mut config);
     let proxy = ProxyServer::start(config, ManualClock::starting_now()).await;
     (idp, proxy)
@@ -281,14 +281,8 @@ async fn an_entry_too_large_to_cache_is_passed_through_and_evicts_nothing() {
         })
         .await;
         let mut config = ProxyConfig::new(vec![
-            RouteConfig {
-                path: "/small".into(),
-                upstream: small.token_url().parse().unwrap(),
-            },
-            RouteConfig {
-                path: "/large".into(),
-                upstream: large.token_url().parse().unwrap(),
-            },
+            RouteConfig::new("/small", small.token_url().parse().unwrap()),
+            RouteConfig::new("/large", large.token_url().parse().unwrap()),
         ]);
         config.cache_max_bytes = cache_max_bytes;
         config.max_entry_bytes = max_entry_bytes;

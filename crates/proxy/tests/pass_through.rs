@@ -171,10 +171,10 @@ async fn render(reply: Reply) -> Response {
 /// so each request makes exactly one upstream exchange (those features are
 /// tested in resilience.rs).
 fn route_to(url: &str) -> ProxyConfig {
-    let mut config = ProxyConfig::new(vec![RouteConfig {
-        path: "/oauth2/token".into(),
-        upstream: url.parse().unwrap(),
-    }]);
+    let mut config = ProxyConfig::new(vec![RouteConfig::new(
+        "/oauth2/token",
+        url.parse().unwrap(),
+    )]);
     config.resilience.backoff =
         tokencache_proxy::Backoff::new(Duration::from_millis(10), Duration::from_millis(10), 1);
     config.resilience.breaker.failure_threshold = 0;

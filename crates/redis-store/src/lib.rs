@@ -33,6 +33,9 @@
 //! {prefix}{<key>}:lease       its load lease: the owner id, SET … NX PX <ttl>
 //! {prefix}purges              the fleet's purge log: a hash (epoch,
 //!                             generation, log), written compare-and-set
+//! {prefix}budget:<group>      a request budget's state: a hash, written
+//!                             by one Lua script, expiring an hour after use
+//! {prefix}replicas            live replicas: a sorted set of heartbeats
 //! ```
 //! The prefix is `tokencache:` unless configured. The hex in braces is a
 //! Redis Cluster hash tag, so an entry and its lease share a slot. Nothing
@@ -58,10 +61,15 @@
 //! - The purge log is one `HMGET` to read (each replica reads it about
 //!   every half second) and a Lua compare-and-set on its generation to
 //!   append.
+//! - The fleet's request budgets ([`BudgetStore`]): one hash per group,
+//!   decided by a Lua script on Redis's clock (`TIME`), so a slot is
+//!   atomic across the fleet and no replica's clock matters; replicas
+//!   count themselves in a sorted set of heartbeats.
 //! - Errors and logs never carry the password; `Debug` redacts it.
 //!
 //! This crate has no feature flags.
 
+mod budget;
 mod config;
 mod connection;
 mod error;
@@ -74,13 +82,17 @@ pub use config::{
 
 use std::fmt;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{RedisResult, Script, Value};
+use tokencache_core::budget::{
+    BudgetLimits, BudgetStanding, SlotAnswer, SlotRequest, ThrottleReport,
+};
 use tokencache_core::{
-    ClientTag, Clock, LeaseOwner, PurgeLog, PurgeMark, PurgeScope, SharedStore, StoreError,
-    StoreFuture, StoreKey, SystemClock, UnixMillis,
+    BudgetStore, ClientTag, Clock, LeaseOwner, PurgeLog, PurgeMark, PurgeScope, SharedStore,
+    StoreError, StoreFuture, StoreKey, SystemClock, UnixMillis,
 };
 
 use crate::config::Password;
@@ -147,6 +159,8 @@ pub struct RedisStore {
     try_lease: Script,
     release_lease: Script,
     append_purge: Script,
+    budget: Script,
+    heartbeat: Script,
 }
 
 impl RedisStore {
@@ -188,6 +202,8 @@ impl RedisStore {
             try_lease: Script::new(TRY_LEASE),
             release_lease: Script::new(RELEASE_LEASE),
             append_purge: Script::new(APPEND_PURGE),
+            budget: Script::new(budget::BUDGET_SCRIPT),
+            heartbeat: Script::new(budget::HEARTBEAT_SCRIPT),
         }
     }
 
@@ -541,6 +557,82 @@ impl SharedStore for RedisStore {
 
     fn announce_purge<'a>(&'a self, scope: &'a PurgeScope) -> StoreFuture<'a, PurgeMark> {
         Box::pin(self.append_purge_log(*scope))
+    }
+
+    fn budgets(self: Arc<Self>) -> Option<Arc<dyn BudgetStore>> {
+        Some(self)
+    }
+}
+
+impl RedisStore {
+    /// Runs the budget script on the group's hash.
+    async fn run_budget(
+        &self,
+        op: &'static str,
+        group: &str,
+        args: [String; 6],
+    ) -> Result<SlotAnswer, StoreError> {
+        let key = self.keys.budget(group);
+        let reply: Vec<String> = self
+            .run(op, |mut conn| async move {
+                let mut invocation = self.budget.key(key);
+                for arg in &args {
+                    invocation.arg(arg);
+                }
+                invocation.invoke_async(&mut conn).await
+            })
+            .await?;
+        budget::slot_answer(&reply)
+    }
+}
+
+impl BudgetStore for RedisStore {
+    fn take_slot<'a>(
+        &'a self,
+        group: &'a str,
+        limits: &'a BudgetLimits,
+        request: &'a SlotRequest,
+        accepted: u32,
+    ) -> StoreFuture<'a, SlotAnswer> {
+        Box::pin(self.run_budget(
+            "budget_slot",
+            group,
+            budget::slot_args(limits, request, accepted),
+        ))
+    }
+
+    fn report_throttle<'a>(
+        &'a self,
+        group: &'a str,
+        limits: &'a BudgetLimits,
+        report: &'a ThrottleReport,
+        accepted: u32,
+    ) -> StoreFuture<'a, BudgetStanding> {
+        Box::pin(async move {
+            let answer = self
+                .run_budget(
+                    "budget_throttle",
+                    group,
+                    budget::throttle_args(limits, report, accepted),
+                )
+                .await?;
+            Ok(answer.standing)
+        })
+    }
+
+    fn heartbeat<'a>(&'a self, replica: &'a LeaseOwner, ttl: Duration) -> StoreFuture<'a, u32> {
+        Box::pin(async move {
+            let key = self.keys.replicas();
+            self.run("heartbeat", |mut conn| async move {
+                self.heartbeat
+                    .key(key)
+                    .arg(replica.as_str())
+                    .arg(millis(ttl))
+                    .invoke_async(&mut conn)
+                    .await
+            })
+            .await
+        })
     }
 }
 

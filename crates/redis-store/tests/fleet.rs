@@ -207,10 +207,10 @@ async fn replica_process() {
     let (Ok(store), Ok(upstream)) = (std::env::var(STORE_VAR), std::env::var(UPSTREAM_VAR)) else {
         return;
     };
-    let mut config = ProxyConfig::new(vec![RouteConfig {
-        path: "/oauth2/token".into(),
-        upstream: upstream.parse().unwrap(),
-    }]);
+    let mut config = ProxyConfig::new(vec![RouteConfig::new(
+        "/oauth2/token",
+        upstream.parse().unwrap(),
+    )]);
     config.shared_store = Some(SharedStoreConfig::new(
         redis_store(&store).await,
         fleet_keys(),

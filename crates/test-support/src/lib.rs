@@ -246,13 +246,12 @@ impl ProxyServer {
     /// Never in practice: the IdP's URL is well formed.
     #[must_use]
     pub fn config_for(idp: &MockIdpServer) -> ProxyConfig {
-        let mut config = ProxyConfig::new(vec![RouteConfig {
-            path: "/oauth2/token".into(),
-            upstream: idp
-                .token_url()
+        let mut config = ProxyConfig::new(vec![RouteConfig::new(
+            "/oauth2/token",
+            idp.token_url()
                 .parse()
                 .unwrap_or_else(|error| panic!("mock IdP URL: {error}")),
-        }]);
+        )]);
         config.admin_token = AdminToken::new(ADMIN_TOKEN.to_owned());
         config
     }

@@ -1,4 +1,5 @@
-//! The request budget: a token bucket per upstream, shared by every key.
+//! The request budget kept in this process: a token bucket shared by every
+//! key of a budget group.
 //!
 //! Implemented as GCRA (the generic cell rate algorithm): one instant, the
 //! theoretical arrival time of the next request, says when the bucket next
@@ -13,6 +14,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
+use tokencache_core::budget::{
+    BudgetLimits, BudgetState, SlotDecision, SlotRequest, ThrottleReport,
+};
+pub use tokencache_core::budget::{CUBIC_SCALE, DECREASE};
 use tokio::time::Instant;
 
 /// Who is asking for a slot.
@@ -60,58 +65,26 @@ impl Default for BudgetConfig {
     }
 }
 
-/// A token bucket shared by every request to one upstream, whose rate
-/// adapts to the upstream's throttles.
+/// A token bucket kept in this process, whose rate adapts to the
+/// upstream's throttles: the arithmetic of
+/// [`BudgetState`](tokencache_core::budget::BudgetState) on this process's
+/// monotonic clock.
 ///
-/// A throttle is a rate signal, not a failure. It sets the rate to
-/// `DECREASE` (0.7) times what the upstream was seen to accept over the last
-/// second (never more than the rate in force), at most once per round of
-/// requests (a throttle of a request sent before the last decrease says
-/// nothing new), and spends the burst; a `Retry-After` on it pauses every
-/// request until then. Without throttles the rate recovers along a cubic
-/// curve (CUBIC, as in the AWS SDKs' adaptive retry mode): quickly back to
-/// near the rate that was throttled, then flat for a while, then probing
-/// above it, never past the configured rate. A probe that finds the limit
-/// again costs one throttle.
+/// A throttle sets the rate to [`DECREASE`] (0.7) times what the upstream
+/// was seen to accept over the last second (never more than the rate in
+/// force), at most once per round of requests, and spends the burst; a
+/// `Retry-After` on it pauses every request until then. Without throttles
+/// the rate recovers along a cubic curve (CUBIC, as in the AWS SDKs'
+/// adaptive retry mode), never past the configured rate.
 #[derive(Debug)]
 pub struct RequestBudget {
-    /// The configured (and highest) rate, per second.
-    configured: f64,
-    /// The lowest rate throttles can bring it to, per second.
-    floor: f64,
-    burst: u32,
-    state: Mutex<State>,
+    limits: BudgetLimits,
+    /// The instant the state's microseconds count from.
+    origin: Instant,
+    state: Mutex<BudgetState>,
     /// Callers sleeping until their reserved slot.
     callers_waiting: AtomicUsize,
     unlimited: bool,
-}
-
-/// A throttle sets the rate to this share of the accepted rate (the AWS
-/// SDKs' adaptive retry mode uses the same β).
-pub const DECREASE: f64 = 0.7;
-
-/// The cubic recovery's scale, requests per second per second³ (the AWS
-/// SDKs' `C`).
-pub const CUBIC_SCALE: f64 = 0.4;
-
-#[derive(Debug)]
-struct State {
-    /// The theoretical arrival time of the next request.
-    next_arrival: Instant,
-    /// The rate now, per second.
-    rate: f64,
-    /// The last throttle's decrease: when, and the rate it was throttled
-    /// at (the cubic curve's plateau).
-    decrease: Option<(Instant, f64)>,
-    /// No request goes before this (a throttle's `Retry-After`).
-    paused_until: Option<Instant>,
-    /// Answers that were not throttles, counted per second: the current
-    /// second's count, the previous one's, and when the current began.
-    accepted: (u32, u32, Instant),
-    /// Bumped by every throttle that changes the rate or pauses: a slot
-    /// reserved in an earlier epoch was reckoned at a rate no longer in
-    /// force.
-    epoch: u64,
 }
 
 impl RequestBudget {
@@ -119,19 +92,14 @@ impl RequestBudget {
     #[must_use]
     pub fn new(config: BudgetConfig) -> Self {
         let unlimited = !(config.rate_per_sec.is_finite() && config.rate_per_sec > 0.0);
-        let now = Instant::now();
-        Self {
-            configured: config.rate_per_sec,
-            floor: (config.rate_per_sec / 100.0).max(0.1),
+        let limits = BudgetLimits {
+            rate_per_sec: if unlimited { 1.0 } else { config.rate_per_sec },
             burst: config.burst.max(1),
-            state: Mutex::new(State {
-                next_arrival: now,
-                rate: config.rate_per_sec,
-                decrease: None,
-                paused_until: None,
-                accepted: (0, 0, now),
-                epoch: 0,
-            }),
+        };
+        Self {
+            limits,
+            origin: Instant::now(),
+            state: Mutex::new(BudgetState::new(&limits, 0)),
             callers_waiting: AtomicUsize::new(0),
             unlimited,
         }
@@ -143,6 +111,11 @@ impl RequestBudget {
         !self.unlimited
     }
 
+    /// Whether callers are sleeping until their reserved slot here.
+    pub(crate) fn has_waiting_callers(&self) -> bool {
+        self.callers_waiting.load(Ordering::Acquire) > 0
+    }
+
     /// The rate now, per second: the configured one, or lower after
     /// throttles (`f64::INFINITY` when unlimited).
     #[must_use]
@@ -150,9 +123,7 @@ impl RequestBudget {
         if self.unlimited {
             return f64::INFINITY;
         }
-        let mut state = self.lock();
-        self.recover(&mut state, now);
-        state.rate
+        self.lock().rate_at(&self.limits, self.micros(now))
     }
 
     /// The upstream answered a request with something other than a
@@ -161,9 +132,8 @@ impl RequestBudget {
         if self.unlimited {
             return;
         }
-        let mut state = self.lock();
-        roll(&mut state.accepted, now);
-        state.accepted.0 += 1;
+        let now = self.micros(now);
+        self.lock().record_accepted(now, 1);
     }
 
     /// The upstream throttled a request sent at `sent_at`: lower the rate
@@ -173,62 +143,22 @@ impl RequestBudget {
         if self.unlimited {
             return;
         }
-        let mut state = self.lock();
-        if state
-            .decrease
-            .is_none_or(|(decreased, _)| sent_at > decreased)
-        {
-            self.recover(&mut state, now);
-            roll(&mut state.accepted, now);
-            // What the upstream let through over about the last second:
-            // the previous second's count, or this one's if it is larger
-            // (a first second, or a rising rate).
-            // (Nothing measured yet: the rate in force is all there is.)
-            let (current, previous, _) = state.accepted;
-            let measured = f64::from(current.max(previous));
-            let throttled_at = if measured > 0.0 {
-                state.rate.min(measured)
-            } else {
-                state.rate
-            };
-            state.rate = (throttled_at * DECREASE).max(self.floor);
-            state.decrease = Some((now, throttled_at));
-            // The burst is spent: the next request waits a whole interval at
-            // the new rate, so a throttled upstream is not hit again at once
-            // (and a background refresh takes no slot for now).
-            // Slots reserved before are void (their holders ask again).
-            let interval = Duration::from_secs_f64(1.0 / state.rate);
-            let tolerance = interval.saturating_mul(self.burst - 1);
-            state.next_arrival = now + tolerance + interval;
-            state.epoch += 1;
-        }
-        if let Some(wait) = retry_after {
-            let until = now + wait;
-            if state.paused_until.is_none_or(|paused| paused < until) {
-                state.paused_until = Some(until);
-                state.epoch += 1;
-            }
-        }
+        let report = ThrottleReport {
+            sent_micros_ago: micros_of(now.saturating_duration_since(sent_at)),
+            retry_after_micros: retry_after.map(micros_of),
+        };
+        let now = self.micros(now);
+        self.lock().throttled(&self.limits, &report, now);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BudgetState> {
+        // Plain numbers: consistent even if a holder panicked.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Brings the rate up along the cubic curve since the last decrease:
-    /// `C·(t − K)³ + W`, where `W` is the rate that was throttled and `K`
-    /// the time the curve takes to climb back to it.
-    fn recover(&self, state: &mut State, now: Instant) {
-        let Some((decreased_at, throttled_at)) = state.decrease else {
-            return;
-        };
-        let elapsed = now.saturating_duration_since(decreased_at).as_secs_f64();
-        let climb = (throttled_at * (1.0 - DECREASE) / CUBIC_SCALE).cbrt();
-        let curve = CUBIC_SCALE * (elapsed - climb).powi(3) + throttled_at;
-        state.rate = curve.clamp(self.floor, self.configured);
-        if state.rate >= self.configured {
-            state.decrease = None;
-        }
+    /// `now` in the state's microseconds.
+    fn micros(&self, now: Instant) -> u64 {
+        micros_of(now.saturating_duration_since(self.origin))
     }
 
     /// Asks for a slot at `now` for a request that must start by `deadline`.
@@ -246,46 +176,31 @@ impl RequestBudget {
         if self.unlimited {
             return (Grant::Now, 0);
         }
+        let background = priority == Priority::Background;
+        let request = SlotRequest {
+            // A refresh also yields to callers already sleeping until their
+            // slot, whose time may have come.
+            background,
+            max_wait_micros: micros_of(deadline.saturating_duration_since(now)),
+        };
+        let at = self.micros(now);
         let mut state = self.lock();
-        let epoch = state.epoch;
-        self.recover(&mut state, now);
-        let interval = Duration::from_secs_f64(1.0 / state.rate);
-        // How far ahead of the sustained rate a burst may run.
-        let tolerance = interval.saturating_mul(self.burst - 1);
-        let arrival = state.next_arrival.max(now);
-        // The earliest instant this request conforms to the rate and burst,
-        // then to a pause a throttle asked for.
-        let paced_at = arrival.checked_sub(tolerance).unwrap_or(now).max(now);
-        let paused = state.paused_until.filter(|until| *until > now);
-        if paused.is_none() {
-            state.paused_until = None;
+        if background && self.has_waiting_callers() {
+            let interval = Duration::from_secs_f64(1.0 / state.rate_at(&self.limits, at));
+            return (
+                Grant::Refused {
+                    retry_after: interval,
+                },
+                state.epoch,
+            );
         }
-        let held_by_pause = paused.filter(|until| *until > paced_at);
-        let allowed_at = held_by_pause.unwrap_or(paced_at);
-        let refused = Grant::Refused {
-            retry_after: allowed_at.saturating_duration_since(now).max(interval),
-        };
-        match priority {
-            Priority::Background
-                if allowed_at > now || self.callers_waiting.load(Ordering::Acquire) > 0 =>
-            {
-                return (refused, epoch);
-            }
-            Priority::Caller if allowed_at > deadline => return (refused, epoch),
-            _ => {}
-        }
-        state.next_arrival = match held_by_pause {
-            // Right after a pause the bucket starts empty: no burst into an
-            // upstream that just asked for quiet.
-            Some(until) => until + tolerance + interval,
-            None => arrival + interval,
-        };
-        let grant = if allowed_at > now {
-            Grant::At(allowed_at)
-        } else {
-            Grant::Now
-        };
-        (grant, epoch)
+        let answer = state.take_slot(&self.limits, &request, at);
+        (grant_of(answer.decision, now), answer.standing.epoch)
+    }
+
+    /// The epoch now (see [`BudgetStanding::epoch`]).
+    fn epoch(&self) -> u64 {
+        self.lock().epoch
     }
 
     /// Takes a slot, sleeping for it if need be; how long it waited.
@@ -310,7 +225,7 @@ impl RequestBudget {
                 (Grant::At(at), epoch) => {
                     let _waiting = WaitingCaller::enter(&self.callers_waiting);
                     tokio::time::sleep_until(at).await;
-                    if self.lock().epoch == epoch {
+                    if self.epoch() == epoch {
                         return Ok(at - started);
                     }
                 }
@@ -320,13 +235,21 @@ impl RequestBudget {
     }
 }
 
-/// Moves the per-second counts of `accepted` on to `now`'s second.
-fn roll(accepted: &mut (u32, u32, Instant), now: Instant) {
-    let elapsed = now.saturating_duration_since(accepted.2);
-    if elapsed >= Duration::from_secs(2) {
-        *accepted = (0, 0, now);
-    } else if elapsed >= Duration::from_secs(1) {
-        *accepted = (0, accepted.0, accepted.2 + Duration::from_secs(1));
+/// A duration in whole microseconds (saturating).
+pub(crate) fn micros_of(duration: Duration) -> u64 {
+    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// A slot decision as a [`Grant`] at `now`.
+pub(crate) fn grant_of(decision: SlotDecision, now: Instant) -> Grant {
+    match decision {
+        SlotDecision::Granted { wait_micros: 0 } => Grant::Now,
+        SlotDecision::Granted { wait_micros } => {
+            Grant::At(now + Duration::from_micros(wait_micros))
+        }
+        SlotDecision::Refused { retry_after_micros } => Grant::Refused {
+            retry_after: Duration::from_micros(retry_after_micros),
+        },
     }
 }
 
@@ -520,11 +443,12 @@ mod tests {
         // Back to the throttled 20 after K = cbrt(20 × 0.3 / 0.4) seconds,
         // flat around it for a while, then probing above.
         let climb = Duration::from_secs_f64((20.0_f64 * 0.3 / CUBIC_SCALE).cbrt());
-        assert!((budget.rate(start + climb) - 20.0).abs() < 1e-6);
+        assert!((budget.rate(start + climb) - 20.0).abs() < 1e-3);
         let soon = budget.rate(start + climb - Duration::from_millis(500));
         assert!(soon > 19.0 && soon < 20.0, "{soon}");
         let probing = budget.rate(start + climb + Duration::from_secs(5));
-        assert!((probing - 70.0).abs() < 1e-6, "{probing}");
+        // (Microseconds: the state counts time in them.)
+        assert!((probing - 70.0).abs() < 1e-3, "{probing}");
         assert!((budget.rate(start + Duration::from_secs(60)) - 100.0).abs() < 1e-9);
         // Never below the floor, however many throttles.
         let mut now = start + Duration::from_secs(60);

@@ -1,9 +1,11 @@
 //! The HTTP client tokencache uses to reach a token endpoint, and the
 //! resilience around it.
 //!
-//! [`Upstream`] is one token endpoint behind a [`RequestBudget`] (a token
-//! bucket shared by every key, where background refreshes yield to waiting
-//! callers), a [`CircuitBreaker`] (fail fast after consecutive failures,
+//! [`Upstream`] is one token endpoint behind a [`BudgetGroup`] (a token
+//! bucket shared by every key of every upstream on the same quota, kept in
+//! this process or for the whole [`Fleet`] in its shared store, where
+//! background refreshes yield to waiting callers and throttles slow the
+//! group down), a [`CircuitBreaker`] (fail fast after consecutive failures,
 //! then one probe at a time) and retries with exponential backoff and full
 //! jitter that honour `Retry-After` and the caller's deadline.
 //!
@@ -45,13 +47,15 @@ mod breaker;
 mod budget;
 mod client;
 mod error;
+mod group;
 mod headers;
 mod resilient;
 
 pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker, Permit};
-pub use budget::{BudgetConfig, Grant, Priority, RequestBudget};
+pub use budget::{BudgetConfig, CUBIC_SCALE, DECREASE, Grant, Priority, RequestBudget};
 pub use client::{UpstreamClient, UpstreamConfig, UpstreamRequest, UpstreamResponse};
 pub use error::UpstreamError;
+pub use group::{BudgetGroup, Fleet, FleetConfig, UNKNOWN_FLEET_SIZE};
 pub use headers::{forwardable_headers, strip_hop_by_hop};
 pub use reqwest::Url;
 pub use resilient::{

@@ -13,16 +13,17 @@ use tokencache_retry::{Retry, Verdict};
 use tokio::time::Instant;
 
 use crate::breaker::{BreakerConfig, BreakerState, CircuitBreaker};
-use crate::budget::{BudgetConfig, Priority, RequestBudget};
+use crate::budget::{BudgetConfig, Priority};
 use crate::client::{UpstreamClient, UpstreamRequest, UpstreamResponse};
 use crate::error::UpstreamError;
+use crate::group::BudgetGroup;
 
 /// How an upstream is protected.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct ResilienceConfig {
     /// Retry delays and the attempt limit.
     pub backoff: Backoff,
-    /// The request budget.
+    /// The request budget of the upstream's default group (its host).
     pub budget: BudgetConfig,
     /// The circuit breaker.
     pub breaker: BreakerConfig,
@@ -166,12 +167,13 @@ impl FetchError {
     }
 }
 
-/// One token endpoint: its URL, budget and breaker, over a shared client.
+/// One token endpoint: its URL, budget group and breaker, over a shared
+/// client.
 #[derive(Debug)]
 pub struct Upstream {
     url: Url,
     client: UpstreamClient,
-    budget: RequestBudget,
+    budget: Arc<BudgetGroup>,
     breaker: CircuitBreaker,
     backoff: Backoff,
     /// Wall-clock time, for `Retry-After` dates.
@@ -179,18 +181,21 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// An upstream at `url`.
+    /// An upstream at `url` drawing on the request budget of `budget`'s
+    /// group (`config.budget` is that group's business, not this
+    /// upstream's).
     #[must_use]
     pub fn new(
         url: Url,
         client: UpstreamClient,
         config: &ResilienceConfig,
+        budget: Arc<BudgetGroup>,
         clock: Arc<dyn Clock>,
     ) -> Self {
         Self {
             url,
             client,
-            budget: RequestBudget::new(config.budget),
+            budget,
             breaker: CircuitBreaker::new(config.breaker),
             backoff: config.backoff,
             clock,
@@ -203,11 +208,10 @@ impl Upstream {
         &self.url
     }
 
-    /// The request budget's rate now, per second: the configured rate, or
-    /// lower after throttles (`f64::INFINITY` when unlimited).
+    /// The budget group this upstream draws on.
     #[must_use]
-    pub fn budget_rate(&self) -> f64 {
-        self.budget.rate(Instant::now())
+    pub fn budget(&self) -> &Arc<BudgetGroup> {
+        &self.budget
     }
 
     /// The breaker's state now.
@@ -337,7 +341,8 @@ impl Upstream {
                     == AnswerClass::Throttled =>
             {
                 self.budget
-                    .throttled(started, now, self.retry_after(&answer));
+                    .throttled(started, now, self.retry_after(&answer))
+                    .await;
                 observer.throttled();
                 Ok(Attempt::Throttled(answer))
             }

@@ -428,7 +428,9 @@ pub const BUDGET_RATE: Setting<Rate> = Setting {
         key: "budget_rate",
         old: None,
     },
-    help: "Request budget per upstream: sustained requests per second; 0 means unlimited.",
+    help: "Request budget of each upstream host's group (routes to one host share it; \
+           [budgets.NAME] declares others): sustained requests per second; 0 means unlimited. \
+           With a shared store, the whole fleet shares each group's budget.",
     unset: "",
     secret: false,
     get: |d| Some(Rate(d.proxy.resilience.budget.rate_per_sec)),
@@ -444,11 +446,30 @@ pub const BUDGET_BURST: Setting<NonZero<u32>> = Setting {
         key: "budget_burst",
         old: None,
     },
-    help: "Request budget per upstream: requests that may go at once after a quiet spell.",
+    help: "Request budget of each upstream host's group: requests that may go at once after a \
+           quiet spell.",
     unset: "",
     secret: false,
     get: |d| NonZero::new(d.proxy.resilience.budget.burst),
     set: |d, v| d.proxy.resilience.budget.burst = v.get(),
+};
+
+/// `--budget-replicas`.
+pub const BUDGET_REPLICAS: Setting<NonZero<u32>> = Setting {
+    name: "budget-replicas",
+    env: "TOKENCACHE_BUDGET_REPLICAS",
+    file: FileKey::In {
+        section: UPSTREAM_SECTION,
+        key: "budget_replicas",
+        old: None,
+    },
+    help: "The fleet's size, for the share of each shared budget (rate / replicas) a replica \
+           keeps to while the store is unreachable; unset, the replicas count themselves by \
+           heartbeats in the store.",
+    unset: "counted",
+    secret: false,
+    get: |d| d.proxy.budget_replicas,
+    set: |d, v| d.proxy.budget_replicas = Some(v),
 };
 
 /// `--breaker-threshold`.
@@ -853,7 +874,7 @@ pub const STORE_TIMEOUT: Setting<Duration> = Setting {
 pub static LOGGING: [&dyn Declared; 2] = [&LOG_FORMAT, &LOG];
 
 /// Every setting of `serve`, in `--help` order.
-pub static SERVE: [&dyn Declared; 54] = [
+pub static SERVE: [&dyn Declared; 55] = [
     &CONFIG,
     &LISTEN,
     &ADMIN_LISTEN,
@@ -877,6 +898,7 @@ pub static SERVE: [&dyn Declared; 54] = [
     &RETRY_CAP,
     &BUDGET_RATE,
     &BUDGET_BURST,
+    &BUDGET_REPLICAS,
     &UPSTREAM_PRICE_PER_1000,
     &STATUS_SHOW_CLIENTS,
     &BREAKER_THRESHOLD,

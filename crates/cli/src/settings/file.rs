@@ -1,9 +1,11 @@
 //! The config file (`--config`), the layer under flags and variables: the
 //! declared settings' file keys, and `[[routes]]`.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use tokencache_proxy::BudgetConfig;
 
 use crate::settings::declarations::SERVE;
 use crate::settings::draft::Draft;
@@ -18,6 +20,35 @@ pub struct FileRoute {
     pub path: String,
     /// The token endpoint.
     pub upstream: String,
+    /// The budget group it draws on, declared under `[budgets.NAME]`;
+    /// none: its upstream host's group.
+    pub budget: Option<String>,
+}
+
+/// `[budgets.NAME]`: a budget group's rate and burst.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileBudget {
+    /// Sustained requests per second; 0 means unlimited.
+    rate: f64,
+    /// Requests that may go at once after a quiet spell.
+    burst: Option<u32>,
+}
+
+impl FileBudget {
+    fn config(self) -> Result<BudgetConfig, String> {
+        if !(self.rate.is_finite() && self.rate >= 0.0) {
+            return Err("rate must be a number of requests per second, 0 or more".to_owned());
+        }
+        let burst = self.burst.unwrap_or(BudgetConfig::default().burst);
+        if burst == 0 {
+            return Err("burst must be at least 1".to_owned());
+        }
+        Ok(BudgetConfig {
+            rate_per_sec: self.rate,
+            burst,
+        })
+    }
 }
 
 /// `[[routes]]` with `kind = "cognito-idp"`: Cognito's native API, always
@@ -60,6 +91,8 @@ pub struct FileConfig {
     pub routes: Vec<FileRoute>,
     /// The `[[routes]]` of kind `cognito-idp`.
     pub native_routes: Vec<NativeFileRoute>,
+    /// The `[budgets.NAME]` groups.
+    pub budgets: BTreeMap<String, BudgetConfig>,
 }
 
 impl std::fmt::Debug for FileConfig {
@@ -73,6 +106,7 @@ impl std::fmt::Debug for FileConfig {
             )
             .field("routes", &self.routes)
             .field("native_routes", &self.native_routes)
+            .field("budgets", &self.budgets)
             .finish()
     }
 }
@@ -111,6 +145,15 @@ impl FileConfig {
                     for route in routes {
                         file.push_route(route)
                             .map_err(|e| error(format!("[[routes]]: {e}")))?;
+                    }
+                }
+                toml::Value::Table(groups) if key == "budgets" => {
+                    for (name, group) in groups {
+                        let budget = FileBudget::deserialize(group)
+                            .map_err(|e| e.to_string())
+                            .and_then(FileBudget::config)
+                            .map_err(|e| error(format!("[budgets.{name}]: {e}")))?;
+                        file.budgets.insert(name, budget);
                     }
                 }
                 toml::Value::Table(entries) if is_section(&key) => {

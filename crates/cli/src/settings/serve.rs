@@ -89,6 +89,7 @@ impl ServeSettings {
         proxy
             .status_show_clients
             .get_or_insert(draft.admin_listen.ip().is_loopback());
+        proxy.budgets = file.budgets;
         proxy.routes = routes(&draft, path_given, file.routes)?;
         proxy.cognito_idp = cognito::native_api(&draft, &file.native_routes)?;
         proxy.freshness = FreshnessPolicy::new(draft.refresh_at, draft.min_remaining)
@@ -130,8 +131,12 @@ fn routes(
 ) -> Result<Vec<RouteConfig>, SettingsError> {
     let mut routes: Vec<RouteConfig> = file
         .into_iter()
-        .map(|route| route_config(route.path, &route.upstream))
-        .collect::<Result<_, _>>()?;
+        .map(|route| {
+            let mut config = route_config(route.path, &route.upstream)?;
+            config.budget = route.budget;
+            Ok(config)
+        })
+        .collect::<Result<_, SettingsError>>()?;
     match &draft.upstream {
         Some(upstream) => {
             routes.retain(|route| route.path != draft.path);
@@ -148,7 +153,7 @@ fn route_config(path: String, upstream: &str) -> Result<RouteConfig, SettingsErr
     let upstream = upstream
         .parse()
         .map_err(|error| invalid(format!("upstream of {path}"), format!("not a URL: {error}")))?;
-    Ok(RouteConfig { path, upstream })
+    Ok(RouteConfig::new(path, upstream))
 }
 
 /// The shared store, with its keys' source; checked.
@@ -228,6 +233,7 @@ fn decode_base64_key(text: &str, setting: &'static str) -> Result<Vec<u8>, Setti
 mod tests {
     use std::collections::HashMap;
     use std::path::Path;
+    use std::num::NonZero;
 
     use clap::Parser;
     use tokencache_core::MinRemaining;
@@ -409,6 +415,48 @@ mod tests {
             settings.proxy.routes[0].upstream.host_str(),
             Some("flag.example")
         );
+    }
+
+    #[test]
+    fn routes_join_named_budget_groups() {
+        let config = file(
+            r#"
+            [[routes]]
+            path = "/a"
+            upstream = "https://a.example/oauth2/token"
+            budget = "account"
+
+            [[routes]]
+            path = "/b"
+            upstream = "https://b.example/oauth2/token"
+
+            [budgets.account]
+            rate = 40
+            burst = 10
+            "#,
+        );
+        let settings =
+            ServeSettings::resolve(serve_args(&["--budget-replicas", "3"]), config, &no_env())
+                .unwrap();
+        let proxy = &settings.proxy;
+        assert_eq!(proxy.routes[0].budget_group(), "account");
+        assert_eq!(proxy.routes[1].budget_group(), "b.example");
+        let account = proxy.budgets["account"];
+        assert!((account.rate_per_sec - 40.0).abs() < f64::EPSILON);
+        assert_eq!(account.burst, 10);
+        assert_eq!(proxy.budget_replicas.map(NonZero::get), Some(3));
+        // A group nobody declared, a burst of 0, a rate that is no rate.
+        for bad in [
+            "[[routes]]\npath = \"/a\"\nupstream = \"https://a/\"\nbudget = \"nope\"",
+            "[budgets.g]\nrate = 1\nburst = 0",
+            "[budgets.g]\nrate = -1",
+            "[budgets.g]\nrat = 1",
+        ] {
+            let refused = FileConfig::parse(bad, Path::new("t.toml")).map_or(true, |file| {
+                ServeSettings::resolve(serve_args(&[]), file, &no_env()).is_err()
+            });
+            assert!(refused, "{bad}");
+        }
     }
 
     #[test]

@@ -1,0 +1,542 @@
+//! Budget groups: one request budget for every upstream that draws on the
+//! same quota, kept in this process or, with a [`Fleet`], in the shared
+//! store for every replica at once.
+//!
+//! Cognito's quotas are per account and region, shared by every user pool,
+//! app client and replica: the budget belongs to that group, not to a
+//! route. Without a fleet a group is a [`RequestBudget`] in this process.
+//! With one, every slot is decided by the store ([`BudgetStore`]) on one
+//! state for the whole fleet, throttles lower the rate the whole fleet
+//! draws at, and a `Retry-After` pauses the whole fleet.
+//!
+//! Inside a replica, callers still take their turn in order (one store
+//! decision at a time per group, first come first served), and a background
+//! refresh never waits for a turn: it asks only when no caller is asking or
+//! sleeping, and the store grants it only a slot that is free now.
+//!
+//! **When the store fails** (an error, or no answer within its operation
+//! timeout) the group falls back to a bucket in this process at `rate /
+//! replicas`: `replicas` is [`FleetConfig::replicas`] when set, else the
+//! count of live replicas the heartbeats last showed, else
+//! [`UNKNOWN_FLEET_SIZE`] — never `rate` per replica. Once a second one
+//! request probes the store again; the first answer returns the group to
+//! the shared budget.
+
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokencache_core::budget::{BudgetLimits, SlotAnswer, SlotRequest, ThrottleReport};
+use tokencache_core::{BudgetStore, LeaseOwner};
+use tokio::time::Instant;
+
+use crate::budget::{BudgetConfig, Grant, Priority, RequestBudget, grant_of, micros_of};
+
+/// The fleet size a replica assumes for its fallback before any heartbeat
+/// was answered (and without [`FleetConfig::replicas`]): the replica count
+/// of the shipped Kubernetes deployment.
+pub const UNKNOWN_FLEET_SIZE: u32 = 3;
+
+/// How often a group in fallback asks the store again.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+
+/// How a fleet shares its budgets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FleetConfig {
+    /// The longest a budget decision may take in the store before the
+    /// replica falls back to its own bucket.
+    pub op_timeout: Duration,
+    /// The fleet's size for the fallback bucket; `None` counts the replicas
+    /// by their heartbeats.
+    pub replicas: Option<NonZeroU32>,
+    /// How often each replica renews its heartbeat; it expires after three
+    /// of these.
+    pub heartbeat_every: Duration,
+}
+
+impl Default for FleetConfig {
+    /// 500 ms per decision, replicas counted, a heartbeat a second.
+    fn default() -> Self {
+        Self {
+            op_timeout: Duration::from_millis(500),
+            replicas: None,
+            heartbeat_every: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The replicas sharing budgets through one store.
+#[derive(Debug)]
+pub struct Fleet {
+    store: Arc<dyn BudgetStore>,
+    config: FleetConfig,
+    me: LeaseOwner,
+    /// The live count the last heartbeat showed (0: none answered yet).
+    live: AtomicU32,
+}
+
+impl Fleet {
+    /// A fleet whose budgets `store` keeps.
+    #[must_use]
+    pub fn new(store: Arc<dyn BudgetStore>, config: FleetConfig) -> Self {
+        Self {
+            store,
+            config,
+            me: LeaseOwner::random(),
+            live: AtomicU32::new(0),
+        }
+    }
+
+    /// The fleet's size as the fallback reckons it: the configured count,
+    /// else the last heartbeat's, else [`UNKNOWN_FLEET_SIZE`].
+    #[must_use]
+    pub fn replicas(&self) -> u32 {
+        match (self.config.replicas, self.live.load(Ordering::Relaxed)) {
+            (Some(fixed), _) => fixed.get(),
+            (None, 0) => UNKNOWN_FLEET_SIZE,
+            (None, live) => live,
+        }
+    }
+
+    /// Renews this replica's heartbeat and reads the live count; a store
+    /// that does not answer leaves the last count in force.
+    pub async fn heartbeat(&self) {
+        let ttl = self.config.heartbeat_every.saturating_mul(3);
+        let beat =
+            tokio::time::timeout(self.config.op_timeout, self.store.heartbeat(&self.me, ttl));
+        match beat.await {
+            Ok(Ok(live)) => self.live.store(live.max(1), Ordering::Relaxed),
+            Ok(Err(error)) => tracing::debug!(%error, "budget heartbeat failed"),
+            Err(_) => tracing::debug!("budget heartbeat timed out"),
+        }
+    }
+
+    /// Renews the heartbeat every [`FleetConfig::heartbeat_every`], until
+    /// dropped.
+    pub async fn keep_heartbeat(&self) {
+        let mut tick = tokio::time::interval(self.config.heartbeat_every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            self.heartbeat().await;
+        }
+    }
+}
+
+/// One budget group: its name, limits and where its budget is kept.
+#[derive(Debug)]
+pub struct BudgetGroup {
+    name: Arc<str>,
+    config: BudgetConfig,
+    /// The budget when the group is kept in this process.
+    local: RequestBudget,
+    /// The fleet's link, when the group is kept in a shared store.
+    shared: Option<SharedLink>,
+    slots: AtomicU64,
+    throttles: AtomicU64,
+}
+
+/// A group's link to the fleet's budget in the store.
+#[derive(Debug)]
+struct SharedLink {
+    fleet: Arc<Fleet>,
+    limits: BudgetLimits,
+    /// Callers take their turn to ask the store, in order.
+    turn: tokio::sync::Mutex<()>,
+    /// Callers asking or sleeping until their slot: refreshes keep out.
+    callers: AtomicUsize,
+    /// Answers that were not throttles, not yet told to the store.
+    accepted: AtomicU32,
+    /// The highest epoch the store has shown: a slot granted in an earlier
+    /// one is asked for again.
+    epoch: AtomicU64,
+    /// The rate the store last reported (f64 bits).
+    rate: AtomicU64,
+    fallback: Mutex<Fallback>,
+}
+
+/// A group's fallback to a bucket of its own.
+#[derive(Debug, Default)]
+struct Fallback {
+    /// Since when the store has failed (`None`: the shared budget is used).
+    since: Option<Instant>,
+    /// When a request next asks the store again.
+    next_probe: Option<Instant>,
+    /// The bucket, and the fleet size it was sized for.
+    bucket: Option<(u32, Arc<RequestBudget>)>,
+}
+
+impl BudgetGroup {
+    /// A group kept in this process.
+    #[must_use]
+    pub fn local(name: &str, config: BudgetConfig) -> Self {
+        Self {
+            name: name.into(),
+            config,
+            local: RequestBudget::new(config),
+            shared: None,
+            slots: AtomicU64::new(0),
+            throttles: AtomicU64::new(0),
+        }
+    }
+
+    /// A group the fleet shares through its store (kept in this process
+    /// when `config` is unlimited: there is nothing to share).
+    #[must_use]
+    pub fn shared(name: &str, config: BudgetConfig, fleet: Arc<Fleet>) -> Self {
+        let mut group = Self::local(name, config);
+        if group.local.is_limited() {
+            group.shared = Some(SharedLink {
+                fleet,
+                limits: BudgetLimits {
+                    rate_per_sec: config.rate_per_sec,
+                    burst: config.burst.max(1),
+                },
+                turn: tokio::sync::Mutex::new(()),
+                callers: AtomicUsize::new(0),
+                accepted: AtomicU32::new(0),
+                epoch: AtomicU64::new(0),
+                rate: AtomicU64::new(config.rate_per_sec.to_bits()),
+                fallback: Mutex::default(),
+            });
+        }
+        group
+    }
+
+    /// The group's name.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The configured rate, per second (`f64::INFINITY` when unlimited).
+    #[must_use]
+    pub fn configured_rate(&self) -> f64 {
+        if self.local.is_limited() {
+            self.config.rate_per_sec
+        } else {
+            f64::INFINITY
+        }
+    }
+
+    /// The configured burst.
+    #[must_use]
+    pub fn burst(&self) -> u32 {
+        self.config.burst
+    }
+
+    /// Whether requests are paced at all.
+    #[must_use]
+    pub fn is_limited(&self) -> bool {
+        self.local.is_limited()
+    }
+
+    /// Whether the group is kept in the fleet's store.
+    #[must_use]
+    pub fn is_shared(&self) -> bool {
+        self.shared.is_some()
+    }
+
+    /// The rate in force, per second, as learned from throttles: the
+    /// fleet's when shared (its fallback share times the fleet's size while
+    /// the store is away), else this process's.
+    #[must_use]
+    pub fn rate(&self) -> f64 {
+        let now = Instant::now();
+        match &self.shared {
+            None => self.local.rate(now),
+            Some(link) => match link.fallback_bucket() {
+                Some((replicas, bucket)) => bucket.rate(now) * f64::from(replicas),
+                None => f64::from_bits(link.rate.load(Ordering::Relaxed)),
+            },
+        }
+    }
+
+    /// Whether the group has fallen back to a bucket of its own because the
+    /// store failed.
+    #[must_use]
+    pub fn in_fallback(&self) -> bool {
+        self.shared
+            .as_ref()
+            .is_some_and(|link| link.lock_fallback().since.is_some())
+    }
+
+    /// The fleet's size as the fallback reckons it (1 when not shared).
+    #[must_use]
+    pub fn replicas(&self) -> u32 {
+        self.shared.as_ref().map_or(1, |link| link.fleet.replicas())
+    }
+
+    /// Slots taken since start, by this replica.
+    #[must_use]
+    pub fn slots_taken(&self) -> u64 {
+        self.slots.load(Ordering::Relaxed)
+    }
+
+    /// Throttles this replica saw since start.
+    #[must_use]
+    pub fn throttles(&self) -> u64 {
+        self.throttles.load(Ordering::Relaxed)
+    }
+
+    /// Takes a slot, sleeping for it if need be; how long it waited.
+    ///
+    /// # Errors
+    /// The wait after which a slot could be free, when none is free before
+    /// `deadline` (for a background refresh: none free now).
+    pub async fn acquire(
+        &self,
+        priority: Priority,
+        deadline: Instant,
+    ) -> Result<Duration, Duration> {
+        let taken = match &self.shared {
+            None => self.local.acquire(priority, deadline).await,
+            Some(link) => link.acquire(&self.name, priority, deadline).await,
+        };
+        if taken.is_ok() {
+            self.slots.fetch_add(1, Ordering::Relaxed);
+        }
+        taken
+    }
+
+    /// The upstream answered with something other than a throttle.
+    pub fn accepted(&self, now: Instant) {
+        match &self.shared {
+            None => self.local.accepted(now),
+            Some(link) => {
+                link.accepted.fetch_add(1, Ordering::Relaxed);
+                if let Some((_, bucket)) = link.fallback_bucket() {
+                    bucket.accepted(now);
+                }
+            }
+        }
+    }
+
+    /// The upstream throttled a request sent at `sent_at`: the group slows
+    /// down (the whole fleet, when shared) and pauses for `retry_after`.
+    pub async fn throttled(&self, sent_at: Instant, now: Instant, retry_after: Option<Duration>) {
+        self.throttles.fetch_add(1, Ordering::Relaxed);
+        match &self.shared {
+            None => self.local.throttled(sent_at, now, retry_after),
+            Some(link) => link.throttled(&self.name, sent_at, now, retry_after).await,
+        }
+    }
+}
+
+impl SharedLink {
+    fn lock_fallback(&self) -> std::sync::MutexGuard<'_, Fallback> {
+        self.fallback.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The fallback bucket while the store is away.
+    fn fallback_bucket(&self) -> Option<(u32, Arc<RequestBudget>)> {
+        let fallback = self.lock_fallback();
+        fallback.since?;
+        fallback.bucket.clone()
+    }
+
+    /// Whether to skip the store for now: in fallback, until the next probe
+    /// (which this call then makes).
+    fn skips_store(&self, now: Instant) -> bool {
+        let mut fallback = self.lock_fallback();
+        match fallback.next_probe {
+            Some(probe) if now < probe => fallback.since.is_some(),
+            Some(_) => {
+                // This request probes; the others keep to the bucket.
+                fallback.next_probe = Some(now + PROBE_EVERY);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// The store failed: fall back (or stay), with a bucket sized for the
+    /// fleet now.
+    fn store_failed(&self, group: &str, now: Instant) -> Arc<RequestBudget> {
+        let replicas = self.fleet.replicas();
+        let mut fallback = self.lock_fallback();
+        if fallback.since.is_none() {
+            tracing::warn!(
+                group,
+                replicas,
+                "the shared request budget is unreachable; \
+                each replica falls back to its share of it"
+            );
+            fallback.since = Some(now);
+        }
+        fallback.next_probe = Some(now + PROBE_EVERY);
+        match &fallback.bucket {
+            Some((sized_for, bucket)) if *sized_for == replicas => Arc::clone(bucket),
+            _ => {
+                let share = share_of(
+                    &self.limits,
+                    f64::from_bits(self.rate.load(Ordering::Relaxed)),
+                    replicas,
+                );
+                let bucket = Arc::new(RequestBudget::new(share));
+                fallback.bucket = Some((replicas, Arc::clone(&bucket)));
+                bucket
+            }
+        }
+    }
+
+    /// The store answered: back to the shared budget if it had failed.
+    fn store_answered(&self, group: &str, standing_rate: f64, epoch: u64) {
+        self.rate.store(standing_rate.to_bits(), Ordering::Relaxed);
+        self.epoch.fetch_max(epoch, Ordering::AcqRel);
+        let mut fallback = self.lock_fallback();
+        if let Some(since) = fallback.since.take() {
+            tracing::info!(group, after = ?since.elapsed(), "the shared request budget is back");
+            fallback.next_probe = None;
+        }
+    }
+
+    async fn acquire(
+        &self,
+        group: &str,
+        priority: Priority,
+        deadline: Instant,
+    ) -> Result<Duration, Duration> {
+        let started = Instant::now();
+        let background = priority == Priority::Background;
+        let _caller = (!background).then(|| Counted::enter(&self.callers));
+        loop {
+            let now = Instant::now();
+            if self.skips_store(now) {
+                return self
+                    .store_failed(group, now)
+                    .acquire(priority, deadline)
+                    .await;
+            }
+            // A caller waits its turn (bounded by its deadline); a refresh
+            // asks only when nobody else is asking or waiting.
+            let turn = if background {
+                if self.callers.load(Ordering::Acquire) > 0 {
+                    return Err(self.interval());
+                }
+                match self.turn.try_lock() {
+                    Ok(turn) => turn,
+                    Err(_) => return Err(self.interval()),
+                }
+            } else {
+                match tokio::time::timeout_at(deadline, self.turn.lock()).await {
+                    Ok(turn) => turn,
+                    Err(_) => return Err(self.interval()),
+                }
+            };
+            let now = Instant::now();
+            let request = SlotRequest {
+                background,
+                max_wait_micros: micros_of(deadline.saturating_duration_since(now)),
+            };
+            let accepted = self.accepted.swap(0, Ordering::AcqRel);
+            let asked = tokio::time::timeout(
+                self.fleet.config.op_timeout,
+                self.fleet
+                    .store
+                    .take_slot(group, &self.limits, &request, accepted),
+            )
+            .await;
+            drop(turn);
+            let answer: SlotAnswer = match asked {
+                Ok(Ok(answer)) => answer,
+                Ok(Err(error)) => {
+                    tracing::debug!(group, %error, "budget slot: the store failed");
+                    self.accepted.fetch_add(accepted, Ordering::AcqRel);
+                    return self
+                        .store_failed(group, now)
+                        .acquire(priority, deadline)
+                        .await;
+                }
+                Err(_) => {
+                    tracing::debug!(group, "budget slot: the store did not answer in time");
+                    self.accepted.fetch_add(accepted, Ordering::AcqRel);
+                    return self
+                        .store_failed(group, now)
+                        .acquire(priority, deadline)
+                        .await;
+                }
+            };
+            self.store_answered(group, answer.standing.rate_per_sec, answer.standing.epoch);
+            match grant_of(answer.decision, now) {
+                Grant::Now => return Ok(now - started),
+                Grant::At(at) => {
+                    tokio::time::sleep_until(at).await;
+                    // A throttle seen since (by any replica whose answer
+                    // reached this one) voids a slot reckoned before it.
+                    if self.epoch.load(Ordering::Acquire) <= answer.standing.epoch {
+                        return Ok(at - started);
+                    }
+                }
+                Grant::Refused { retry_after } => return Err(retry_after),
+            }
+        }
+    }
+
+    async fn throttled(
+        &self,
+        group: &str,
+        sent_at: Instant,
+        now: Instant,
+        retry_after: Option<Duration>,
+    ) {
+        if let Some((_, bucket)) = self.fallback_bucket() {
+            bucket.throttled(sent_at, now, retry_after);
+            return;
+        }
+        let report = ThrottleReport {
+            sent_micros_ago: micros_of(now.saturating_duration_since(sent_at)),
+            retry_after_micros: retry_after.map(micros_of),
+        };
+        let accepted = self.accepted.swap(0, Ordering::AcqRel);
+        let told = tokio::time::timeout(
+            self.fleet.config.op_timeout,
+            self.fleet
+                .store
+                .report_throttle(group, &self.limits, &report, accepted),
+        )
+        .await;
+        match told {
+            Ok(Ok(standing)) => self.store_answered(group, standing.rate_per_sec, standing.epoch),
+            _ => {
+                tracing::debug!(group, "budget throttle: the store did not take it");
+                self.accepted.fetch_add(accepted, Ordering::AcqRel);
+                self.store_failed(group, now)
+                    .throttled(sent_at, now, retry_after);
+            }
+        }
+    }
+
+    /// One interval at the rate last reported.
+    fn interval(&self) -> Duration {
+        let rate = f64::from_bits(self.rate.load(Ordering::Relaxed));
+        Duration::from_secs_f64(1.0 / rate.max(self.limits.floor()))
+    }
+}
+
+/// One replica's share of a group whose rate is `rate` now: `rate /
+/// replicas`, and the burst split likewise (at least one).
+fn share_of(limits: &BudgetLimits, rate: f64, replicas: u32) -> BudgetConfig {
+    let replicas = replicas.max(1);
+    BudgetConfig {
+        rate_per_sec: rate.clamp(limits.floor(), limits.rate_per_sec) / f64::from(replicas),
+        burst: (limits.burst / replicas).max(1),
+    }
+}
+
+/// Counts itself in while it lives.
+struct Counted<'a>(&'a AtomicUsize);
+
+impl<'a> Counted<'a> {
+    fn enter(counter: &'a AtomicUsize) -> Self {
+        counter.fetch_add(1, Ordering::AcqRel);
+        Self(counter)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
