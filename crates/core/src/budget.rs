@@ -161,6 +161,15 @@ impl BudgetState {
         }
     }
 
+    /// A budget whose first slot is at `at` and whose burst is spent: what a
+    /// replica falls back to while slots it reserved elsewhere still come.
+    #[must_use]
+    pub fn empty_until(limits: &BudgetLimits, at: u64) -> Self {
+        let mut state = Self::new(limits, at);
+        state.next_arrival = at + state.interval() * (limits.burst() - 1);
+        state
+    }
+
     /// The rate in force at `now`, per second, after the recovery since
     /// the last throttle.
     #[must_use]
@@ -358,6 +367,23 @@ mod tests {
             .map(|_| wait_of(state.take_slot(&limits, &caller(u64::MAX), START)))
             .collect();
         assert_eq!(waits, [0, 0, 0, 100 * MS, 200 * MS, 300 * MS]);
+    }
+
+    #[test]
+    fn an_empty_budget_paces_from_its_first_slot() {
+        let limits = limits(10.0, 3);
+        let mut state = BudgetState::empty_until(&limits, START + SECOND_MICROS);
+        let waits: Vec<u64> = (0..3)
+            .map(|_| wait_of(state.take_slot(&limits, &caller(u64::MAX), START)))
+            .collect();
+        assert_eq!(
+            waits,
+            [
+                SECOND_MICROS,
+                SECOND_MICROS + 100 * MS,
+                SECOND_MICROS + 200 * MS
+            ]
+        );
     }
 
     #[test]

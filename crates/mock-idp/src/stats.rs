@@ -1,7 +1,10 @@
 //! Counters of token requests, by client, grant type and status.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
@@ -51,6 +54,11 @@ pub struct Stats {
     /// Requests answered `200` with a body that is not a token.
     #[serde(default)]
     pub garbage: u64,
+    /// The most token requests that arrived within any one second (a
+    /// sliding window over arrival times): what a rate limit upstream of
+    /// the IdP let through at its busiest.
+    #[serde(default)]
+    pub peak_per_second: u64,
 }
 
 /// The live counters behind [`Stats`].
@@ -59,6 +67,8 @@ pub(crate) struct StatsRecorder {
     // One lock for all counters, so a snapshot is consistent. The mock IdP is
     // not on the proxy's hit path; its throughput is bounded by RSA signing.
     stats: Mutex<Stats>,
+    /// Arrival times of the token requests of the last second.
+    recent: Mutex<VecDeque<Instant>>,
 }
 
 impl StatsRecorder {
@@ -69,7 +79,20 @@ impl StatsRecorder {
 
     /// Counts an arriving token request.
     pub(crate) fn record_request(&self, client_id: Option<&str>, grant_type: Option<&str>) {
+        let in_last_second = {
+            let now = Instant::now();
+            let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+            while recent
+                .front()
+                .is_some_and(|at| now.duration_since(*at) >= Duration::from_secs(1))
+            {
+                recent.pop_front();
+            }
+            recent.push_back(now);
+            recent.len() as u64
+        };
         self.with(|stats| {
+            stats.peak_per_second = stats.peak_per_second.max(in_last_second);
             stats.token_requests += 1;
             if let Some(client_id) = client_id {
                 *stats.by_client.entry(client_id.to_owned()).or_default() += 1;
@@ -110,6 +133,10 @@ impl StatsRecorder {
     }
 
     pub(crate) fn reset(&self) {
+        self.recent
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
         self.with(|stats| *stats = Stats::default());
     }
 
@@ -126,6 +153,18 @@ impl StatsRecorder {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_busiest_second_is_remembered() {
+        let recorder = StatsRecorder::default();
+        for _ in 0..5 {
+            recorder.record_request(None, None);
+        }
+        assert_eq!(recorder.snapshot().peak_per_second, 5);
+        recorder.reset();
+        recorder.record_request(None, None);
+        assert_eq!(recorder.snapshot().peak_per_second, 1);
+    }
 
     #[test]
     fn counts_and_resets() {

@@ -307,3 +307,89 @@ async fn debug_output_has_no_password() {
     assert!(!debug.contains(server.password().unwrap()), "{debug}");
     assert!(debug.contains("[redacted]"), "{debug}");
 }
+
+/// The budget script against a real server: eight clients, each its own
+/// connection, hammer one group for two seconds with callers that cannot
+/// wait. Slots are decided on Redis's clock, so every admitted request lies
+/// between the first ask and the last answer: no more than `rate × t +
+/// burst` of them, and in no second more than `rate + burst`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eight_clients_hammering_one_group_never_pass_rate_and_burst() {
+    use tokencache_core::BudgetStore;
+    use tokencache_core::budget::{BudgetLimits, SlotDecision, SlotRequest};
+
+    const RATE: f64 = 50.0;
+    const BURST: u32 = 10;
+    let server = RedisServer::start();
+    let limits = BudgetLimits {
+        rate_per_sec: RATE,
+        burst: BURST,
+    };
+    let started = tokio::time::Instant::now();
+    let run_for = Duration::from_secs(2);
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let url = server.url();
+            tokio::spawn(async move {
+                let store = store_for(&url).await;
+                let now_only = SlotRequest {
+                    background: false,
+                    max_wait_micros: 0,
+                };
+                let (mut admitted, mut refused) = (Vec::new(), 0_u32);
+                for _ in 0..200_000 {
+                    if started.elapsed() >= run_for {
+                        break;
+                    }
+                    let answer = store
+                        .take_slot("hammered", &limits, &now_only, 0)
+                        .await
+                        .unwrap();
+                    match answer.decision {
+                        SlotDecision::Granted { wait_micros } => {
+                            assert_eq!(wait_micros, 0, "no wait was allowed");
+                            admitted.push(started.elapsed());
+                        }
+                        SlotDecision::Refused { .. } => refused += 1,
+                    }
+                }
+                (admitted, refused)
+            })
+        })
+        .collect();
+    let mut admitted = Vec::new();
+    let mut refused = 0;
+    for client in clients {
+        let (times, refusals) = client.await.unwrap();
+        admitted.extend(times);
+        refused += refusals;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    admitted.sort_unstable();
+    let count = admitted.len();
+    let bound = RATE * elapsed + f64::from(BURST);
+    #[allow(clippy::cast_precision_loss)]
+    let admitted_f = count as f64;
+    assert!(
+        admitted_f <= bound,
+        "{count} admitted in {elapsed:.3} s, more than {bound:.1}"
+    );
+    assert!(
+        admitted_f >= RATE * 2.0 * 0.8,
+        "{count} admitted: the budget starved its callers"
+    );
+    assert!(refused > 100, "the clients hammered: {refused} refusals");
+    // In any one second (as the clients saw the answers arrive, a
+    // millisecond or two after Redis decided): rate + burst, and one more
+    // for that skew.
+    for (i, start) in admitted.iter().enumerate() {
+        let in_window = admitted[i..]
+            .iter()
+            .take_while(|at| at.saturating_sub(*start) < Duration::from_secs(1))
+            .count();
+        assert!(
+            in_window <= 50 + 10 + 1,
+            "{in_window} admitted within one second from {start:?}"
+        );
+    }
+}

@@ -1,4 +1,5 @@
-//! The conformance suite every [`SharedStore`] passes.
+//! The conformance suite every [`SharedStore`] passes, request budgets
+//! ([`BudgetStore`]) included.
 
 // A test suite: a failed store operation is a failed check, so it panics.
 #![allow(clippy::unwrap_used)]
@@ -6,9 +7,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokencache_core::budget::{BudgetLimits, SlotDecision, SlotRequest, ThrottleReport};
 use tokencache_core::{
-    CacheKey, Clock, HmacKey, KeyDeriver, LeaseOwner, PurgeScope, SharedStore, StoreKey,
-    SystemClock,
+    BudgetStore, CacheKey, Clock, HmacKey, KeyDeriver, LeaseOwner, PurgeScope, SharedStore,
+    StoreKey, SystemClock,
 };
 
 /// A key no other test run uses.
@@ -35,6 +37,217 @@ pub async fn check_store(store: Arc<dyn SharedStore>) {
     purges_are_logged_in_order(&*store).await;
     concurrent_purges_are_all_logged(Arc::clone(&store)).await;
     clear_leaves_the_purge_log(&*store).await;
+    let budgets = Arc::clone(&store).budgets().unwrap_or_else(|| {
+        panic!(
+            "{}: every store of this workspace keeps budgets",
+            store.name()
+        )
+    });
+    check_budget_store(&*budgets).await;
+}
+
+/// Runs every check of the budget contract against `store`, in groups no
+/// other run uses; every store decides on its own clock, so the checks
+/// allow for the few milliseconds between two decisions.
+///
+/// # Panics
+/// When the store breaks the contract.
+pub async fn check_budget_store(store: &dyn BudgetStore) {
+    slots_burst_then_pace(store).await;
+    a_throttle_lowers_the_fleets_rate_once_per_round(store).await;
+    retry_after_pauses_the_group(store).await;
+    heartbeats_count_the_live_replicas(store).await;
+}
+
+fn fresh_group() -> String {
+    format!("group-{:016x}.example", rand::random::<u64>())
+}
+
+fn caller(max_wait: Duration) -> SlotRequest {
+    SlotRequest {
+        background: false,
+        max_wait_micros: u64::try_from(max_wait.as_micros()).unwrap(),
+    }
+}
+
+const BACKGROUND: SlotRequest = SlotRequest {
+    background: true,
+    max_wait_micros: 0,
+};
+
+async fn slots_burst_then_pace(store: &dyn BudgetStore) {
+    let group = fresh_group();
+    let limits = BudgetLimits {
+        rate_per_sec: 10.0,
+        burst: 3,
+    };
+    for i in 0..3 {
+        let answer = store
+            .take_slot(&group, &limits, &caller(Duration::ZERO), 0)
+            .await
+            .unwrap();
+        assert_eq!(
+            answer.decision,
+            SlotDecision::Granted { wait_micros: 0 },
+            "slot {i} of the burst"
+        );
+        assert!((answer.standing.rate_per_sec - 10.0).abs() < 1e-9);
+    }
+    // The burst is spent: the next slot is about 100 ms away. A caller
+    // that cannot wait is refused, and reserves nothing.
+    let refused = store
+        .take_slot(&group, &limits, &caller(Duration::from_millis(10)), 0)
+        .await
+        .unwrap();
+    let SlotDecision::Refused { retry_after_micros } = refused.decision else {
+        panic!("no slot was free: {refused:?}");
+    };
+    assert!(
+        (40_000..=100_000).contains(&retry_after_micros),
+        "{retry_after_micros}"
+    );
+    assert!(
+        matches!(
+            store
+                .take_slot(&group, &limits, &BACKGROUND, 0)
+                .await
+                .unwrap()
+                .decision,
+            SlotDecision::Refused { .. }
+        ),
+        "a refresh takes no slot from an empty bucket"
+    );
+    let waits = store
+        .take_slot(&group, &limits, &caller(Duration::from_secs(1)), 0)
+        .await
+        .unwrap();
+    let SlotDecision::Granted { wait_micros } = waits.decision else {
+        panic!("a caller that can wait gets a slot: {waits:?}");
+    };
+    assert!((40_000..=100_000).contains(&wait_micros), "{wait_micros}");
+    let after = store
+        .take_slot(&group, &limits, &caller(Duration::from_secs(1)), 0)
+        .await
+        .unwrap();
+    let SlotDecision::Granted { wait_micros: next } = after.decision else {
+        panic!("{after:?}");
+    };
+    assert!(
+        (140_000..=200_000).contains(&next),
+        "slots are paced at the rate: {next}"
+    );
+    // Another group is another budget.
+    let other = store
+        .take_slot(&fresh_group(), &limits, &caller(Duration::ZERO), 0)
+        .await
+        .unwrap();
+    assert_eq!(other.decision, SlotDecision::Granted { wait_micros: 0 });
+}
+
+async fn a_throttle_lowers_the_fleets_rate_once_per_round(store: &dyn BudgetStore) {
+    let group = fresh_group();
+    let limits = BudgetLimits {
+        rate_per_sec: 100.0,
+        burst: 1,
+    };
+    // Twenty answers were accepted (told with the next slot).
+    store
+        .take_slot(&group, &limits, &caller(Duration::ZERO), 20)
+        .await
+        .unwrap();
+    let throttle = ThrottleReport {
+        sent_micros_ago: 0,
+        retry_after_micros: None,
+    };
+    let lowered = store
+        .report_throttle(&group, &limits, &throttle, 0)
+        .await
+        .unwrap();
+    assert!(
+        (lowered.rate_per_sec - 14.0).abs() < 0.01,
+        "0.7 × the 20/s accepted: {lowered:?}"
+    );
+    assert_eq!(lowered.epoch, 1);
+    // A request sent before that decrease says nothing new.
+    let stale = store
+        .report_throttle(
+            &group,
+            &limits,
+            &ThrottleReport {
+                sent_micros_ago: 60_000_000,
+                retry_after_micros: None,
+            },
+            0,
+        )
+        .await
+        .unwrap();
+    assert_eq!(stale.epoch, 1, "{stale:?}");
+    assert!(stale.rate_per_sec > 13.9, "{stale:?}");
+    // Every replica sees the lowered rate.
+    let seen = store
+        .take_slot(&group, &limits, &caller(Duration::from_secs(1)), 0)
+        .await
+        .unwrap();
+    assert!(seen.standing.rate_per_sec < 15.0, "{seen:?}");
+    assert_eq!(seen.standing.epoch, 1);
+}
+
+async fn retry_after_pauses_the_group(store: &dyn BudgetStore) {
+    let group = fresh_group();
+    let limits = BudgetLimits {
+        rate_per_sec: 50.0,
+        burst: 5,
+    };
+    let paused = store
+        .report_throttle(
+            &group,
+            &limits,
+            &ThrottleReport {
+                sent_micros_ago: 0,
+                retry_after_micros: Some(1_000_000),
+            },
+            0,
+        )
+        .await
+        .unwrap();
+    assert_eq!(paused.epoch, 2, "a decrease and a pause: {paused:?}");
+    let refused = store
+        .take_slot(&group, &limits, &caller(Duration::from_millis(500)), 0)
+        .await
+        .unwrap();
+    let SlotDecision::Refused { retry_after_micros } = refused.decision else {
+        panic!("the group is paused: {refused:?}");
+    };
+    assert!(retry_after_micros > 800_000, "{retry_after_micros}");
+    let granted = store
+        .take_slot(&group, &limits, &caller(Duration::from_secs(2)), 0)
+        .await
+        .unwrap();
+    let SlotDecision::Granted { wait_micros } = granted.decision else {
+        panic!("{granted:?}");
+    };
+    assert!(
+        (800_000..=1_000_000).contains(&wait_micros),
+        "{wait_micros}"
+    );
+}
+
+async fn heartbeats_count_the_live_replicas(store: &dyn BudgetStore) {
+    let (a, b, c) = (
+        LeaseOwner::random(),
+        LeaseOwner::random(),
+        LeaseOwner::random(),
+    );
+    let ttl = Duration::from_millis(600);
+    assert_eq!(store.heartbeat(&a, ttl).await.unwrap(), 1);
+    assert_eq!(store.heartbeat(&b, ttl).await.unwrap(), 2);
+    assert_eq!(store.heartbeat(&a, ttl).await.unwrap(), 2, "a again");
+    tokio::time::sleep(ttl + Duration::from_millis(400)).await;
+    assert_eq!(
+        store.heartbeat(&c, ttl).await.unwrap(),
+        1,
+        "a and b stopped beating"
+    );
 }
 
 async fn purges_are_logged_in_order(store: &dyn SharedStore) {

@@ -105,6 +105,16 @@ impl RequestBudget {
         }
     }
 
+    /// A budget whose burst is spent and whose first slot is at `first`
+    /// (unlimited like [`new`](Self::new) for a rate of 0).
+    #[must_use]
+    pub fn empty_until(config: BudgetConfig, first: Instant) -> Self {
+        let budget = Self::new(config);
+        let at = budget.micros(first);
+        *budget.lock() = BudgetState::empty_until(&budget.limits, at);
+        budget
+    }
+
     /// Whether requests are paced at all (a budget of rate 0 is not).
     #[must_use]
     pub fn is_limited(&self) -> bool {

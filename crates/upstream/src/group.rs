@@ -153,6 +153,10 @@ struct SharedLink {
     epoch: AtomicU64,
     /// The rate the store last reported (f64 bits).
     rate: AtomicU64,
+    /// The latest slot the store granted this replica: a fallback bucket
+    /// starts after it, so the slots reserved before the store failed and
+    /// the fallback's do not add up.
+    reserved_until: Mutex<Option<Instant>>,
     fallback: Mutex<Fallback>,
 }
 
@@ -198,6 +202,7 @@ impl BudgetGroup {
                 accepted: AtomicU32::new(0),
                 epoch: AtomicU64::new(0),
                 rate: AtomicU64::new(config.rate_per_sec.to_bits()),
+                reserved_until: Mutex::new(None),
                 fallback: Mutex::default(),
             });
         }
@@ -337,17 +342,25 @@ impl SharedLink {
     }
 
     /// Whether to skip the store for now: in fallback, until the next probe
-    /// (which this call then makes).
+    /// (which this call then makes). A replica whose callers still wait on
+    /// its fallback bucket keeps to it until they have gone, so the slots it
+    /// promised and the shared budget's do not add up.
     fn skips_store(&self, now: Instant) -> bool {
         let mut fallback = self.lock_fallback();
+        if fallback.since.is_none() {
+            return false;
+        }
+        let draining = fallback
+            .bucket
+            .as_ref()
+            .is_some_and(|(_, bucket)| bucket.has_waiting_callers());
         match fallback.next_probe {
-            Some(probe) if now < probe => fallback.since.is_some(),
-            Some(_) => {
+            Some(probe) if now >= probe && !draining => {
                 // This request probes; the others keep to the bucket.
                 fallback.next_probe = Some(now + PROBE_EVERY);
                 false
             }
-            None => false,
+            _ => true,
         }
     }
 
@@ -374,7 +387,14 @@ impl SharedLink {
                     f64::from_bits(self.rate.load(Ordering::Relaxed)),
                     replicas,
                 );
-                let bucket = Arc::new(RequestBudget::new(share));
+                let reserved = *self
+                    .reserved_until
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                let bucket = Arc::new(match reserved.filter(|until| *until > now) {
+                    Some(until) => RequestBudget::empty_until(share, until),
+                    None => RequestBudget::new(share),
+                });
                 fallback.bucket = Some((replicas, Arc::clone(&bucket)));
                 bucket
             }
@@ -462,6 +482,13 @@ impl SharedLink {
             match grant_of(answer.decision, now) {
                 Grant::Now => return Ok(now - started),
                 Grant::At(at) => {
+                    {
+                        let mut reserved = self
+                            .reserved_until
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner);
+                        *reserved = Some(reserved.map_or(at, |until| until.max(at)));
+                    }
                     tokio::time::sleep_until(at).await;
                     // A throttle seen since (by any replica whose answer
                     // reached this one) voids a slot reckoned before it.
@@ -538,5 +565,214 @@ impl<'a> Counted<'a> {
 impl Drop for Counted<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::atomic::AtomicBool;
+
+    use tokencache_core::budget::{BudgetStanding, BudgetState};
+    use tokencache_core::{StoreError, StoreFuture};
+
+    use super::*;
+
+    /// A store keeping budgets in a map on tokio's (paused) clock, that can
+    /// be made to fail.
+    #[derive(Debug)]
+    struct ScriptedStore {
+        origin: Instant,
+        budgets: Mutex<HashMap<String, BudgetState>>,
+        failing: AtomicBool,
+    }
+
+    impl ScriptedStore {
+        fn new() -> Arc<Self> {
+            Arc::new(Self {
+                origin: Instant::now(),
+                budgets: Mutex::default(),
+                failing: AtomicBool::new(false),
+            })
+        }
+
+        fn decide<T: Send + 'static>(
+            &self,
+            group: &str,
+            limits: &BudgetLimits,
+            decide: impl FnOnce(&mut BudgetState, u64) -> T,
+        ) -> StoreFuture<'static, T> {
+            if self.failing.load(Ordering::Relaxed) {
+                return Box::pin(std::future::ready(Err(StoreError::Unavailable(
+                    "down".into(),
+                ))));
+            }
+            let now = micros_of(Instant::now() - self.origin);
+            let mut budgets = self.budgets.lock().unwrap();
+            let state = budgets
+                .entry(group.to_owned())
+                .or_insert_with(|| BudgetState::new(limits, now));
+            let decided = decide(state, now);
+            Box::pin(std::future::ready(Ok(decided)))
+        }
+    }
+
+    impl BudgetStore for ScriptedStore {
+        fn take_slot<'a>(
+            &'a self,
+            group: &'a str,
+            limits: &'a BudgetLimits,
+            request: &'a SlotRequest,
+            accepted: u32,
+        ) -> StoreFuture<'a, SlotAnswer> {
+            self.decide(group, limits, |state, now| {
+                state.record_accepted(now, accepted);
+                state.take_slot(limits, request, now)
+            })
+        }
+
+        fn report_throttle<'a>(
+            &'a self,
+            group: &'a str,
+            limits: &'a BudgetLimits,
+            report: &'a ThrottleReport,
+            accepted: u32,
+        ) -> StoreFuture<'a, BudgetStanding> {
+            self.decide(group, limits, |state, now| {
+                state.record_accepted(now, accepted);
+                state.throttled(limits, report, now);
+                state.standing()
+            })
+        }
+
+        fn heartbeat<'a>(&'a self, _: &'a LeaseOwner, _: Duration) -> StoreFuture<'a, u32> {
+            Box::pin(std::future::ready(Ok(3)))
+        }
+    }
+
+    const CONFIG: BudgetConfig = BudgetConfig {
+        rate_per_sec: 30.0,
+        burst: 3,
+    };
+
+    /// Two replicas' groups on one store.
+    fn two_replicas(store: &Arc<ScriptedStore>) -> (BudgetGroup, BudgetGroup) {
+        let replica = || {
+            let fleet = Arc::new(Fleet::new(
+                Arc::clone(store) as Arc<dyn BudgetStore>,
+                FleetConfig {
+                    replicas: NonZeroU32::new(3),
+                    ..FleetConfig::default()
+                },
+            ));
+            BudgetGroup::shared("idp.example", CONFIG, fleet)
+        };
+        (replica(), replica())
+    }
+
+    fn far() -> Instant {
+        Instant::now() + Duration::from_secs(60)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn replicas_draw_on_one_budget() {
+        let store = ScriptedStore::new();
+        let (a, b) = two_replicas(&store);
+        for _ in 0..3 {
+            assert_eq!(a.acquire(Priority::Caller, far()).await, Ok(Duration::ZERO));
+        }
+        // A's burst spent the fleet's: B waits one interval.
+        let waited = b.acquire(Priority::Caller, far()).await.unwrap();
+        assert!(
+            (Duration::from_millis(33)..=Duration::from_millis(34)).contains(&waited),
+            "{waited:?}"
+        );
+        assert!(b.acquire(Priority::Background, far()).await.is_err());
+        assert_eq!(a.slots_taken() + b.slots_taken(), 4);
+        assert!(a.is_shared() && !a.in_fallback());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_throttle_on_one_replica_slows_the_other() {
+        let store = ScriptedStore::new();
+        let (a, b) = two_replicas(&store);
+        let now = Instant::now();
+        for _ in 0..10 {
+            a.accepted(now);
+        }
+        assert_eq!(a.acquire(Priority::Caller, far()).await, Ok(Duration::ZERO));
+        a.throttled(now, Instant::now(), Some(Duration::from_secs(1)))
+            .await;
+        assert!(
+            (a.rate() - 7.0).abs() < 1e-6,
+            "0.7 × 10 accepted: {}",
+            a.rate()
+        );
+        // B learns the rate and the pause with its next slot.
+        let waited = b.acquire(Priority::Caller, far()).await.unwrap();
+        assert!(waited >= Duration::from_secs(1), "{waited:?}");
+        assert!(b.rate() < 8.0, "{}", b.rate());
+        assert_eq!(a.throttles(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_store_leaves_each_replica_its_share_until_it_is_back() {
+        let store = ScriptedStore::new();
+        let (a, _) = two_replicas(&store);
+        store.failing.store(true, Ordering::Relaxed);
+        // 30/s over 3 replicas: 10/s, a burst of 1.
+        let start = Instant::now();
+        for _ in 0..5 {
+            a.acquire(Priority::Caller, far()).await.unwrap();
+        }
+        let took = Instant::now() - start;
+        assert!(
+            (Duration::from_millis(399)..=Duration::from_millis(401)).contains(&took),
+            "5 slots at 10/s: {took:?}"
+        );
+        assert!(a.in_fallback());
+        assert!(
+            (a.rate() - 30.0).abs() < 1e-6,
+            "the fleet's rate: {}",
+            a.rate()
+        );
+        // Back: the next probe (a second on) returns to the shared budget.
+        store.failing.store(false, Ordering::Relaxed);
+        tokio::time::sleep(PROBE_EVERY).await;
+        a.acquire(Priority::Caller, far()).await.unwrap();
+        assert!(!a.in_fallback());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fallback_starts_after_the_slots_already_reserved() {
+        let store = ScriptedStore::new();
+        let (a, _) = two_replicas(&store);
+        // Three at once, then three reserved 33 ms apart: the last is 100 ms
+        // away.
+        for _ in 0..6 {
+            let budget = &a;
+            let _ = tokio::time::timeout(
+                Duration::from_millis(1),
+                budget.acquire(Priority::Caller, far()),
+            )
+            .await;
+        }
+        store.failing.store(true, Ordering::Relaxed);
+        let start = Instant::now();
+        a.acquire(Priority::Caller, far()).await.unwrap();
+        assert!(
+            Instant::now() - start >= Duration::from_millis(95),
+            "the fallback's first slot is after the last reserved one: {:?}",
+            Instant::now() - start
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_heartbeat_or_a_count_the_fleet_is_assumed_three() {
+        let store = ScriptedStore::new();
+        let fleet = Fleet::new(store as Arc<dyn BudgetStore>, FleetConfig::default());
+        assert_eq!(fleet.replicas(), UNKNOWN_FLEET_SIZE);
+        fleet.heartbeat().await;
+        assert_eq!(fleet.replicas(), 3, "what the store counted");
     }
 }

@@ -232,8 +232,8 @@ fn decode_base64_key(text: &str, setting: &'static str) -> Result<Vec<u8>, Setti
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
-    use std::path::Path;
     use std::num::NonZero;
+    use std::path::Path;
 
     use clap::Parser;
     use tokencache_core::MinRemaining;
