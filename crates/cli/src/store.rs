@@ -194,10 +194,15 @@ impl StoreSettings {
                         .map_err(|error| invalid("store", error.to_string()))?,
                 )
             }
+            // One attempt may take the whole `--store-timeout` (the proxy
+            // bounds each operation by it anyway).
             StoreSpec::DynamoDb(table) => Arc::new(
-                DynamoDbStore::connect(table, DynamoDbConfig::default())
-                    .await
-                    .map_err(|error| invalid("store", error.to_string()))?,
+                DynamoDbStore::connect(
+                    table,
+                    DynamoDbConfig::default().with_attempt_timeout(self.op_timeout),
+                )
+                .await
+                .map_err(|error| invalid("store", error.to_string()))?,
             ),
         };
         let ring = self.key_ring(env).await?;

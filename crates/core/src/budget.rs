@@ -47,6 +47,19 @@ pub struct BudgetLimits {
     pub burst: u32,
 }
 
+/// Microseconds between requests at `rate_per_sec` (at least one),
+/// truncated as the Redis script does (`math.floor`).
+#[must_use]
+pub fn interval_micros(rate_per_sec: f64) -> u64 {
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "a positive rate above the floor: at most ten seconds"
+    )]
+    let micros = (1e6 / rate_per_sec) as u64;
+    micros.max(1)
+}
+
 impl BudgetLimits {
     /// The lowest rate throttles can bring the budget to: 1 % of the
     /// configured rate, and never below one request in ten seconds.
@@ -87,11 +100,15 @@ pub enum SlotDecision {
     },
 }
 
-/// Where a budget stands: its rate and epoch.
+/// Where a budget stands: its rate, the limit it learned, and its epoch.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BudgetStanding {
     /// The rate in force, per second.
     pub rate_per_sec: f64,
+    /// The limit learned from throttles: the rate the upstream was last
+    /// throttled at (the plateau the rate recovers to and probes above), or
+    /// the rate in force when it never was.
+    pub limit_per_sec: f64,
     /// The budget's epoch: bumped by every throttle that changes the rate or
     /// pauses, so a slot reserved in an earlier epoch was reckoned at a rate
     /// no longer in force and its holder asks again.
@@ -130,7 +147,8 @@ pub struct BudgetState {
     pub rate_per_sec: f64,
     /// When the last throttle lowered the rate (0: no decrease in force).
     pub decreased_at: u64,
-    /// The rate that throttle lowered: the cubic curve's plateau.
+    /// The rate the last throttle lowered (the cubic curve's plateau); kept
+    /// after the rate recovered, as the limit learned. 0: never throttled.
     pub throttled_rate: f64,
     /// No request goes before this (a throttle's `Retry-After`; 0: none).
     pub paused_until: u64,
@@ -238,8 +256,22 @@ impl BudgetState {
     pub fn standing(&self) -> BudgetStanding {
         BudgetStanding {
             rate_per_sec: self.rate_per_sec,
+            limit_per_sec: if self.throttled_rate > 0.0 {
+                self.throttled_rate
+            } else {
+                self.rate_per_sec
+            },
             epoch: self.epoch,
         }
+    }
+
+    /// Where the budget stands at `now`, after the recovery since the last
+    /// throttle.
+    #[must_use]
+    pub fn standing_at(&self, limits: &BudgetLimits, now: u64) -> BudgetStanding {
+        let mut state = *self;
+        state.recover(limits, now);
+        state.standing()
     }
 
     /// Records a throttle seen at `now`: lowers the rate (unless a decrease
@@ -281,14 +313,7 @@ impl BudgetState {
 
     /// Microseconds between requests at the rate in force.
     fn interval(&self) -> u64 {
-        // Truncated, as the Redis script does (`math.floor`).
-        #[allow(
-            clippy::cast_possible_truncation,
-            clippy::cast_sign_loss,
-            reason = "a positive rate above the floor: at most ten seconds"
-        )]
-        let micros = (1e6 / self.rate_per_sec) as u64;
-        micros.max(1)
+        interval_micros(self.rate_per_sec)
     }
 
     /// Brings the rate up along the cubic curve since the last decrease:
@@ -423,8 +448,11 @@ mod tests {
         assert_eq!(state.epoch, 1);
         // A request sent after the decrease is throttled too: another.
         let later = START + 10 * MS;
+        let before = state.rate_at(&limits, later);
         state.throttled(&limits, &report, later);
-        assert!((state.rate_at(&limits, later) - 14.0 * DECREASE).abs() < 0.01);
+        assert!((state.rate_at(&limits, later) - before * DECREASE).abs() < 1e-9);
+        assert_eq!(state.epoch, 2);
+        assert!((state.standing().limit_per_sec - before).abs() < 1e-9);
     }
 
     #[test]

@@ -22,7 +22,12 @@
 //!
 //! # Shards
 //!
-//! Every slot is one conditional write to the group's item, and one
+//! While a group is busy (its queue reaches past now, no throttle in
+//! force) a slot is one conditional `UpdateItem` that adds an interval to
+//! the next arrival, which DynamoDB serialises per item, so many replicas
+//! queue without racing; otherwise a decision reads the item and writes it
+//! back conditionally on its version. Every slot is one write to the
+//! group's item, and one
 //! DynamoDB partition takes about 1,000 writes a second, fewer under
 //! contention. A group whose rate is above [`SHARD_RATE`] is split into
 //! `⌈rate / SHARD_RATE⌉` items, each with its share of the rate and burst;
@@ -33,9 +38,11 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use tokencache_core::budget::{
-    BudgetLimits, BudgetStanding, BudgetState, SlotAnswer, SlotRequest, ThrottleReport,
+    BudgetLimits, BudgetStanding, BudgetState, SlotAnswer, SlotDecision, SlotRequest,
+    ThrottleReport, interval_micros,
 };
 use tokencache_core::{BudgetStore, LeaseOwner, StoreError, StoreFuture, UnixMillis};
 
@@ -79,6 +86,20 @@ fn shard_limits(limits: &BudgetLimits, shards: usize) -> BudgetLimits {
         rate_per_sec: limits.rate_per_sec / shards as f64,
         burst: (limits.burst / shards_u32).max(1),
     }
+}
+
+/// What the busy case's single update came to.
+enum Queued {
+    /// A slot at the end of the queue.
+    Slot(SlotAnswer),
+    /// The condition did not hold; the item as it was, if there was one.
+    Declined(Option<HashMap<String, AttributeValue>>),
+}
+
+fn lost_the_race() -> StoreError {
+    StoreError::Unavailable(format!(
+        "dynamodb budget: lost the race {DECIDE_ROUNDS} times"
+    ))
 }
 
 fn budget_pk(group: &str, shard: usize) -> AttributeValue {
@@ -203,38 +224,56 @@ impl DynamoDbStore {
                 .send()
                 .await
                 .map_err(|error| from_sdk("GetItem (budget)", &error))?;
-            let now = self.clock().now();
-            let micros = now.0.saturating_mul(1000);
-            let (mut state, version) = match read.item {
-                Some(item) => read_state(&item)?,
-                None => (BudgetState::new(limits, micros), 0),
-            };
-            let decided = decide(&mut state, micros);
-            let put = self
-                .client()
-                .put_item()
-                .table_name(self.table())
-                .set_item(Some(state_item(pk.clone(), &state, version + 1, now)));
-            let put = if version == 0 {
-                put.condition_expression("attribute_not_exists(#pk)")
-                    .expression_attribute_names("#pk", PK)
-            } else {
-                put.condition_expression("#ver = :read")
-                    .expression_attribute_names("#ver", VERSION)
-                    .expression_attribute_values(":read", number(version))
-            };
-            match put.send().await {
-                Ok(_) => return Ok(decided),
-                Err(error)
-                    if error
-                        .as_service_error()
-                        .is_some_and(|e| e.is_conditional_check_failed_exception()) => {}
-                Err(error) => return Err(from_sdk("PutItem (budget)", &error)),
+            if let Some(decided) = self
+                .decide_on(pk.clone(), limits, read.item.as_ref(), &decide)
+                .await?
+            {
+                return Ok(decided);
             }
         }
-        Err(StoreError::Unavailable(format!(
-            "dynamodb budget: lost the race {DECIDE_ROUNDS} times"
-        )))
+        Err(lost_the_race())
+    }
+
+    /// Decides on `item` as read (`None`: no item yet) and writes the state
+    /// back if nobody wrote since; `None` if somebody did.
+    async fn decide_on<T>(
+        &self,
+        pk: AttributeValue,
+        limits: &BudgetLimits,
+        item: Option<&HashMap<String, AttributeValue>>,
+        decide: impl Fn(&mut BudgetState, u64) -> T,
+    ) -> Result<Option<T>, StoreError> {
+        let now = self.clock().now();
+        let micros = now.0.saturating_mul(1000);
+        let (mut state, version) = match item {
+            Some(item) => read_state(item)?,
+            None => (BudgetState::new(limits, micros), 0),
+        };
+        let decided = decide(&mut state, micros);
+        let put = self
+            .client()
+            .put_item()
+            .table_name(self.table())
+            .set_item(Some(state_item(pk, &state, version + 1, now)));
+        let put = if version == 0 {
+            put.condition_expression("attribute_not_exists(#pk)")
+                .expression_attribute_names("#pk", PK)
+        } else {
+            put.condition_expression("#ver = :read")
+                .expression_attribute_names("#ver", VERSION)
+                .expression_attribute_values(":read", number(version))
+        };
+        match put.send().await {
+            Ok(_) => Ok(Some(decided)),
+            Err(error)
+                if error
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(None)
+            }
+            Err(error) => Err(from_sdk("PutItem (budget)", &error)),
+        }
     }
 
     async fn take_budget_slot(
@@ -247,18 +286,124 @@ impl DynamoDbStore {
         let shards = shards(limits);
         let shard = self.next_shard(shards);
         let limits = shard_limits(limits, shards);
-        let mut answer = self
-            .decide(budget_pk(group, shard), &limits, |state, now| {
-                state.record_accepted(now, accepted);
-                state.take_slot(&limits, request, now)
-            })
-            .await?;
+        let pk = budget_pk(group, shard);
+        let mut answer = None;
+        for _ in 0..DECIDE_ROUNDS {
+            answer = match self
+                .queue_slot(pk.clone(), &limits, request, accepted)
+                .await?
+            {
+                Queued::Slot(slot) => Some(slot),
+                // The busy case did not hold: decide on the item as the
+                // failed condition returned it (a new second to count in,
+                // an idle or throttled group, a refusal).
+                Queued::Declined(item) => {
+                    self.decide_on(pk.clone(), &limits, item.as_ref(), |state, now| {
+                        state.record_accepted(now, accepted);
+                        state.take_slot(&limits, request, now)
+                    })
+                    .await?
+                }
+            };
+            if answer.is_some() {
+                break;
+            }
+        }
+        let mut answer = answer.ok_or_else(lost_the_race)?;
         // The group's rate is every shard's.
         #[allow(clippy::cast_precision_loss, reason = "at most 64")]
         {
             answer.standing.rate_per_sec *= shards as f64;
+            answer.standing.limit_per_sec *= shards as f64;
         }
         Ok(answer)
+    }
+
+    /// The busy case in one conditional `UpdateItem`: while the group's
+    /// queue reaches past now (and no throttle's decrease or pause is in
+    /// force, nor has the accepted count's second ended), a slot is the
+    /// next arrival plus one interval, and DynamoDB serialises the updates
+    /// of one item, so a cold start of many keys does not race on reads.
+    /// When the condition does not hold, the item as it was (DynamoDB
+    /// returns it with the failure), for the caller to decide on.
+    async fn queue_slot(
+        &self,
+        pk: AttributeValue,
+        limits: &BudgetLimits,
+        request: &SlotRequest,
+        accepted: u32,
+    ) -> Result<Queued, StoreError> {
+        let now_millis = self.clock().now();
+        let now = now_millis.0.saturating_mul(1000);
+        let interval = interval_micros(limits.rate_per_sec);
+        let tolerance = interval * u64::from(limits.burst.max(1) - 1);
+        // The slot is `next_arrival - tolerance`; it must come within the
+        // wait allowed (for a refresh: now).
+        let latest = now
+            .saturating_add(request.max_wait_micros)
+            .saturating_add(tolerance);
+        let update = self
+            .client()
+            .update_item()
+            .table_name(self.table())
+            .key(PK, pk)
+            .condition_expression(
+                "attribute_exists(#pk) AND #dec = :zero AND #pause <= :now \
+                 AND #na >= :now AND #na <= :latest AND #as > :second_ago",
+            )
+            .update_expression(
+                "SET #na = #na + :interval, #rate = :rate, #ver = #ver + :one, #exp = :exp \
+                 ADD #an :accepted",
+            )
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#dec", "dec")
+            .expression_attribute_names("#pause", "pause")
+            .expression_attribute_names("#na", "na")
+            .expression_attribute_names("#as", "as")
+            .expression_attribute_names("#rate", "rate")
+            .expression_attribute_names("#ver", VERSION)
+            .expression_attribute_names("#exp", EXP)
+            .expression_attribute_names("#an", "an")
+            .expression_attribute_values(":zero", number(0))
+            .expression_attribute_values(":now", number(now))
+            .expression_attribute_values(":latest", number(latest))
+            .expression_attribute_values(
+                ":second_ago",
+                number(now.saturating_sub(tokencache_core::budget::SECOND_MICROS)),
+            )
+            .expression_attribute_values(":interval", number(interval))
+            .expression_attribute_values(":rate", real(limits.rate_per_sec))
+            .expression_attribute_values(":one", number(1))
+            .expression_attribute_values(
+                ":exp",
+                number(now_millis.plus(BUDGET_LIFETIME).0.div_ceil(1000)),
+            )
+            .expression_attribute_values(":accepted", number(u64::from(accepted)))
+            .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        let item = match update {
+            Ok(output) => output.attributes.unwrap_or_default(),
+            Err(error) => {
+                return match error.as_service_error() {
+                    Some(UpdateItemError::ConditionalCheckFailedException(failed)) => {
+                        Ok(Queued::Declined(failed.item().cloned()))
+                    }
+                    _ => Err(from_sdk("UpdateItem (budget)", &error)),
+                };
+            }
+        };
+        let (state, _) = read_state(&item)?;
+        // The arrival this slot took was the one before the update.
+        let arrival = state.next_arrival - interval;
+        let slot = arrival.saturating_sub(tolerance).max(now);
+        Ok(Queued::Slot(SlotAnswer {
+            decision: SlotDecision::Granted {
+                wait_micros: slot - now,
+            },
+            standing: state.standing(),
+        }))
     }
 
     async fn report_budget_throttle(
@@ -272,6 +417,7 @@ impl DynamoDbStore {
         let shard_limits = shard_limits(limits, shards);
         let mut standing = BudgetStanding {
             rate_per_sec: 0.0,
+            limit_per_sec: 0.0,
             epoch: 0,
         };
         for shard in 0..shards {
@@ -286,6 +432,7 @@ impl DynamoDbStore {
                 })
                 .await?;
             standing.rate_per_sec += shard_standing.rate_per_sec;
+            standing.limit_per_sec += shard_standing.limit_per_sec;
             standing.epoch = standing.epoch.max(shard_standing.epoch);
         }
         Ok(standing)

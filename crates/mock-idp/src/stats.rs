@@ -59,7 +59,14 @@ pub struct Stats {
     /// the IdP let through at its busiest.
     #[serde(default)]
     pub peak_per_second: u64,
+    /// Token requests by whole second since the first (the first hour),
+    /// to see where a peak was.
+    #[serde(default)]
+    pub per_second: Vec<u64>,
 }
+
+/// The seconds [`Stats::per_second`] counts.
+const PER_SECOND_KEPT: usize = 3600;
 
 /// The live counters behind [`Stats`].
 #[derive(Debug, Default)]
@@ -67,8 +74,9 @@ pub(crate) struct StatsRecorder {
     // One lock for all counters, so a snapshot is consistent. The mock IdP is
     // not on the proxy's hit path; its throughput is bounded by RSA signing.
     stats: Mutex<Stats>,
-    /// Arrival times of the token requests of the last second.
-    recent: Mutex<VecDeque<Instant>>,
+    /// Arrival times of the token requests of the last second, and when
+    /// the first arrived.
+    recent: Mutex<(VecDeque<Instant>, Option<Instant>)>,
 }
 
 impl StatsRecorder {
@@ -79,9 +87,10 @@ impl StatsRecorder {
 
     /// Counts an arriving token request.
     pub(crate) fn record_request(&self, client_id: Option<&str>, grant_type: Option<&str>) {
-        let in_last_second = {
+        let (in_last_second, second) = {
             let now = Instant::now();
-            let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut guard = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
+            let (recent, first) = &mut *guard;
             while recent
                 .front()
                 .is_some_and(|at| now.duration_since(*at) >= Duration::from_secs(1))
@@ -89,10 +98,18 @@ impl StatsRecorder {
                 recent.pop_front();
             }
             recent.push_back(now);
-            recent.len() as u64
+            let first = *first.get_or_insert(now);
+            let second = usize::try_from(now.duration_since(first).as_secs()).unwrap_or(usize::MAX);
+            (recent.len() as u64, second)
         };
         self.with(|stats| {
             stats.peak_per_second = stats.peak_per_second.max(in_last_second);
+            if second < PER_SECOND_KEPT {
+                if stats.per_second.len() <= second {
+                    stats.per_second.resize(second + 1, 0);
+                }
+                stats.per_second[second] += 1;
+            }
             stats.token_requests += 1;
             if let Some(client_id) = client_id {
                 *stats.by_client.entry(client_id.to_owned()).or_default() += 1;
@@ -133,10 +150,7 @@ impl StatsRecorder {
     }
 
     pub(crate) fn reset(&self) {
-        self.recent
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clear();
+        *self.recent.lock().unwrap_or_else(PoisonError::into_inner) = (VecDeque::new(), None);
         self.with(|stats| *stats = Stats::default());
     }
 

@@ -191,6 +191,7 @@ impl BreakerGauges {
 struct GroupGauges {
     group: Arc<BudgetGroup>,
     configured: Gauge,
+    current: Gauge,
     learned: Gauge,
     slots: Counter,
     throttles: Counter,
@@ -215,6 +216,7 @@ impl GroupGauges {
         };
         Self {
             configured: rate("configured"),
+            current: rate("current"),
             learned: rate("learned"),
             slots: recorder.register_counter(&key("tokencache_budget_slots_total"), &METADATA),
             throttles: recorder
@@ -231,7 +233,8 @@ impl GroupGauges {
     fn publish(&self) {
         let finite = |rate: f64| if rate.is_finite() { rate } else { 0.0 };
         self.configured.set(finite(self.group.configured_rate()));
-        self.learned.set(finite(self.group.rate()));
+        self.current.set(finite(self.group.rate()));
+        self.learned.set(finite(self.group.learned_limit()));
         self.slots.absolute(self.group.slots_taken());
         self.throttles.absolute(self.group.throttles());
         self.fallback
@@ -660,7 +663,7 @@ fn describe(recorder: &PrometheusRecorder) {
     gauge(
         "tokencache_budget_rate",
         None,
-        "A budget group's rate in requests per second: kind=configured (the most it allows), kind=learned (in force now, lowered by throttles; the fleet's when shared).",
+        "A budget group's rate in requests per second: kind=configured (the most it allows), kind=current (in force now: lowered by throttles, recovering between them), kind=learned (the limit learned from throttles: the rate the upstream last throttled at; the rate in force if it never has); the fleet's when shared.",
     );
     counter(
         "tokencache_budget_slots_total",

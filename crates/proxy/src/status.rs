@@ -158,7 +158,8 @@ impl StatusBoard {
                             .and_then(|last| last.upstream_rate(route, now)),
                         budget_group: group.map(|group| group.name().to_owned()),
                         budget_per_second: group.and_then(|group| finite(group.configured_rate())),
-                        learned_per_second: group.and_then(|group| finite(group.rate())),
+                        current_per_second: group.and_then(|group| finite(group.rate())),
+                        learned_per_second: group.and_then(|group| finite(group.learned_limit())),
                         ..RouteStatus::of(route)
                     }
                 })
@@ -316,6 +317,8 @@ struct RouteStatus {
     /// The group's configured rate; `None` when unlimited.
     budget_per_second: Option<f64>,
     /// The group's rate in force, lowered by throttles.
+    current_per_second: Option<f64>,
+    /// The group's limit learned from throttles.
     learned_per_second: Option<f64>,
     throttles: u64,
     breaker: &'static str,
@@ -338,6 +341,7 @@ impl RouteStatus {
             upstream_per_second: None,
             budget_group: None,
             budget_per_second: None,
+            current_per_second: None,
             learned_per_second: None,
             throttles: route.throttles,
             breaker: route.breaker,
@@ -356,6 +360,9 @@ struct GroupStatus {
     /// The configured rate; `None` when unlimited.
     configured_per_second: Option<f64>,
     /// The rate in force (the fleet's, when shared), lowered by throttles.
+    current_per_second: Option<f64>,
+    /// The limit learned from throttles (the rate the upstream last
+    /// throttled at; the rate in force if it never has).
     learned_per_second: Option<f64>,
     burst: u32,
     /// Kept in the shared store for the whole fleet.
@@ -375,7 +382,8 @@ impl GroupStatus {
         Self {
             name: group.name().to_owned(),
             configured_per_second: finite(group.configured_rate()),
-            learned_per_second: finite(group.rate()),
+            current_per_second: finite(group.rate()),
+            learned_per_second: finite(group.learned_limit()),
             burst: group.burst(),
             shared: group.is_shared(),
             fallback: group.in_fallback(),

@@ -63,11 +63,11 @@ svg { width:100%; height:140px; }
 </section>
 <section class="wide">
 <h2>Routes</h2>
-<div class="scroll"><table><thead><tr><th>Route</th><th>Requests</th><th>Hit ratio</th><th>Upstream</th><th>Upstream/s</th><th>Budget group</th><th>Budget/s</th><th>Learned/s</th><th>Throttles</th><th>Breaker</th><th>Last upstream error</th></tr></thead><tbody id="routes"></tbody></table></div>
+<div class="scroll"><table><thead><tr><th>Route</th><th>Requests</th><th>Hit ratio</th><th>Upstream</th><th>Upstream/s</th><th>Budget group</th><th>Budget/s</th><th>Now/s</th><th>Throttles</th><th>Breaker</th><th>Last upstream error</th></tr></thead><tbody id="routes"></tbody></table></div>
 </section>
 <section class="wide">
 <h2>Budget groups</h2>
-<div class="scroll"><table><thead><tr><th>Group</th><th>Configured/s</th><th>Learned/s</th><th>Burst</th><th>Kept</th><th>Replicas</th><th>Slots taken</th><th>Throttles</th></tr></thead><tbody id="groups"></tbody></table></div>
+<div class="scroll"><table><thead><tr><th>Group</th><th>Configured/s</th><th>Now/s</th><th>Learned limit/s</th><th>Burst</th><th>Kept</th><th>Replicas</th><th>Slots taken</th><th>Throttles</th></tr></thead><tbody id="groups"></tbody></table></div>
 </section>
 <section>
 <h2>Cache</h2>
@@ -142,7 +142,7 @@ function render(s) {
     cell(row, rate(r.upstream_per_second));
     cell(row, r.budget_group || "–");
     cell(row, rate(r.budget_per_second));
-    cell(row, rate(r.learned_per_second));
+    cell(row, rate(r.current_per_second));
     cell(row, num(r.throttles));
     cell(row, r.breaker.replace("_", "-"), r.breaker);
     cell(row, r.last_upstream_error || "none");
@@ -153,6 +153,7 @@ function render(s) {
     const row = groups.insertRow();
     cell(row, g.name);
     cell(row, g.configured_per_second == null ? "unlimited" : rate(g.configured_per_second));
+    cell(row, rate(g.current_per_second));
     cell(row, rate(g.learned_per_second));
     cell(row, num(g.burst));
     cell(row, g.shared ? (g.fallback ? "fleet (store away: own share)" : "fleet") : "this replica", g.fallback ? "degraded" : "");

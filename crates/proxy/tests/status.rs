@@ -97,6 +97,27 @@ async fn status_json_counts_what_metrics_counts_and_holds_no_secret() {
     assert_eq!(route["breaker"], "closed");
     assert!(route["last_upstream_error"].is_null());
     assert_eq!(route["budget_per_second"], 100.0);
+    assert_eq!(route["budget_group"], "127.0.0.1");
+    assert_eq!(route["current_per_second"], 100.0);
+    let group = &status["budget_groups"][0];
+    assert_eq!(group["name"], "127.0.0.1");
+    assert_eq!(
+        (
+            group["configured_per_second"].as_f64(),
+            group["learned_per_second"].as_f64()
+        ),
+        (Some(100.0), Some(100.0))
+    );
+    assert_eq!(
+        (group["shared"].as_bool(), group["fallback"].as_bool()),
+        (Some(false), Some(false))
+    );
+    assert_eq!(
+        (group["burst"].as_u64(), group["replicas"].as_u64()),
+        (Some(20), Some(1))
+    );
+    assert_eq!(group["slots"], 3);
+    assert_eq!(group["throttles"], 0);
     // No sample was taken before this request: no rate yet.
     assert!(route["upstream_per_second"].is_null());
     let cache = &status["cache"];

@@ -23,8 +23,8 @@ use tokencache_core::budget::{
 /// `ARGV[5]` how long ago the throttled request was sent in µs, `ARGV[6]`
 /// the `Retry-After` in µs or -1.
 ///
-/// Returns `{granted (1/0), wait or retry-after µs, rate, epoch}` (numbers
-/// as strings).
+/// Returns `{granted (1/0), wait or retry-after µs, rate, epoch, learned
+/// limit}` (numbers as strings).
 pub(crate) const BUDGET_SCRIPT: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -122,7 +122,9 @@ end
 redis.call('HSET', KEYS[1], 'na', int(na), 'rate', real(rate), 'dec', int(dec), 'wr', real(wr),
   'pause', int(pause), 'an', int(an), 'ab', int(ab), 'as', int(as), 'ep', int(ep))
 redis.call('PEXPIRE', KEYS[1], 3600000)
-return {int(granted), int(micros), real(rate), int(ep)}
+local limit = rate
+if wr > 0 then limit = wr end
+return {int(granted), int(micros), real(rate), int(ep), real(limit)}
 ";
 
 /// Marks a replica alive and counts the live ones, on Redis's clock.
@@ -175,7 +177,7 @@ pub(crate) fn throttle_args(
 
 /// Reads the script's answer.
 pub(crate) fn slot_answer(reply: &[String]) -> Result<SlotAnswer, StoreError> {
-    let [granted, micros, rate, epoch] = reply else {
+    let [granted, micros, rate, epoch, limit] = reply else {
         return Err(protocol("the budget script answered with the wrong shape"));
     };
     let micros = micros
@@ -199,6 +201,9 @@ pub(crate) fn slot_answer(reply: &[String]) -> Result<SlotAnswer, StoreError> {
             epoch: epoch
                 .parse()
                 .map_err(|_| protocol("the budget script's epoch is not a number"))?,
+            limit_per_sec: limit
+                .parse()
+                .map_err(|_| protocol("the budget script's limit is not a number"))?,
         },
     })
 }
@@ -218,6 +223,7 @@ mod tests {
             "25000".to_owned(),
             "14.000000000000002".to_owned(),
             "3".to_owned(),
+            "20".to_owned(),
         ])
         .unwrap();
         assert_eq!(
@@ -231,6 +237,7 @@ mod tests {
             "100".to_owned(),
             "1".to_owned(),
             "0".to_owned(),
+            "1".to_owned(),
         ])
         .unwrap();
         assert_eq!(
@@ -245,7 +252,8 @@ mod tests {
                 "1".to_owned(),
                 "x".to_owned(),
                 "1".to_owned(),
-                "0".to_owned()
+                "0".to_owned(),
+                "1".to_owned()
             ])
             .is_err()
         );

@@ -136,6 +136,19 @@ impl RequestBudget {
         self.lock().rate_at(&self.limits, self.micros(now))
     }
 
+    /// The limit learned from throttles, per second: the rate the upstream
+    /// was last throttled at, or the rate in force when it never was
+    /// (`f64::INFINITY` when unlimited).
+    #[must_use]
+    pub fn learned_limit(&self, now: Instant) -> f64 {
+        if self.unlimited {
+            return f64::INFINITY;
+        }
+        self.lock()
+            .standing_at(&self.limits, self.micros(now))
+            .limit_per_sec
+    }
+
     /// The upstream answered a request with something other than a
     /// throttle: what it accepts is measured from these.
     pub fn accepted(&self, now: Instant) {

@@ -27,7 +27,9 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use tokencache_core::budget::{BudgetLimits, SlotAnswer, SlotRequest, ThrottleReport};
+use tokencache_core::budget::{
+    BudgetLimits, BudgetStanding, SlotAnswer, SlotRequest, ThrottleReport,
+};
 use tokencache_core::{BudgetStore, LeaseOwner};
 use tokio::time::Instant;
 
@@ -72,9 +74,15 @@ pub struct Fleet {
     store: Arc<dyn BudgetStore>,
     config: FleetConfig,
     me: LeaseOwner,
-    /// The live count the last heartbeat showed (0: none answered yet).
-    live: AtomicU32,
+    /// The live counts the last [`BEATS_REMEMBERED`] heartbeats showed,
+    /// newest first (0: none answered yet).
+    live: Mutex<[u32; BEATS_REMEMBERED]>,
 }
+
+/// How many heartbeats' counts a replica goes by: the most of them, so a
+/// store that restarted empty (where the replicas count themselves again
+/// over one beat) does not make a replica believe it is alone.
+const BEATS_REMEMBERED: usize = 4;
 
 impl Fleet {
     /// A fleet whose budgets `store` keeps.
@@ -84,18 +92,27 @@ impl Fleet {
             store,
             config,
             me: LeaseOwner::random(),
-            live: AtomicU32::new(0),
+            live: Mutex::new([0; BEATS_REMEMBERED]),
         }
     }
 
     /// The fleet's size as the fallback reckons it: the configured count,
-    /// else the last heartbeat's, else [`UNKNOWN_FLEET_SIZE`].
+    /// else the most the last few heartbeats counted, else
+    /// [`UNKNOWN_FLEET_SIZE`].
     #[must_use]
     pub fn replicas(&self) -> u32 {
-        match (self.config.replicas, self.live.load(Ordering::Relaxed)) {
+        let counted = self
+            .live
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .copied()
+            .max()
+            .unwrap_or(0);
+        match (self.config.replicas, counted) {
             (Some(fixed), _) => fixed.get(),
             (None, 0) => UNKNOWN_FLEET_SIZE,
-            (None, live) => live,
+            (None, counted) => counted,
         }
     }
 
@@ -106,7 +123,11 @@ impl Fleet {
         let beat =
             tokio::time::timeout(self.config.op_timeout, self.store.heartbeat(&self.me, ttl));
         match beat.await {
-            Ok(Ok(live)) => self.live.store(live.max(1), Ordering::Relaxed),
+            Ok(Ok(live)) => {
+                let mut counts = self.live.lock().unwrap_or_else(PoisonError::into_inner);
+                counts.rotate_right(1);
+                counts[0] = live.max(1);
+            }
             Ok(Err(error)) => tracing::debug!(%error, "budget heartbeat failed"),
             Err(_) => tracing::debug!("budget heartbeat timed out"),
         }
@@ -153,6 +174,8 @@ struct SharedLink {
     epoch: AtomicU64,
     /// The rate the store last reported (f64 bits).
     rate: AtomicU64,
+    /// The limit the store last reported as learned (f64 bits).
+    limit: AtomicU64,
     /// The latest slot the store granted this replica: a fallback bucket
     /// starts after it, so the slots reserved before the store failed and
     /// the fallback's do not add up.
@@ -202,6 +225,7 @@ impl BudgetGroup {
                 accepted: AtomicU32::new(0),
                 epoch: AtomicU64::new(0),
                 rate: AtomicU64::new(config.rate_per_sec.to_bits()),
+                limit: AtomicU64::new(config.rate_per_sec.to_bits()),
                 reserved_until: Mutex::new(None),
                 fallback: Mutex::default(),
             });
@@ -254,6 +278,21 @@ impl BudgetGroup {
             Some(link) => match link.fallback_bucket() {
                 Some((replicas, bucket)) => bucket.rate(now) * f64::from(replicas),
                 None => f64::from_bits(link.rate.load(Ordering::Relaxed)),
+            },
+        }
+    }
+
+    /// The limit learned from throttles, per second: the rate the upstream
+    /// was last throttled at (by any replica, when shared), or the rate in
+    /// force when it never was.
+    #[must_use]
+    pub fn learned_limit(&self) -> f64 {
+        let now = Instant::now();
+        match &self.shared {
+            None => self.local.learned_limit(now),
+            Some(link) => match link.fallback_bucket() {
+                Some((replicas, bucket)) => bucket.learned_limit(now) * f64::from(replicas),
+                None => f64::from_bits(link.limit.load(Ordering::Relaxed)),
             },
         }
     }
@@ -402,9 +441,12 @@ impl SharedLink {
     }
 
     /// The store answered: back to the shared budget if it had failed.
-    fn store_answered(&self, group: &str, standing_rate: f64, epoch: u64) {
-        self.rate.store(standing_rate.to_bits(), Ordering::Relaxed);
-        self.epoch.fetch_max(epoch, Ordering::AcqRel);
+    fn store_answered(&self, group: &str, standing: &BudgetStanding) {
+        self.rate
+            .store(standing.rate_per_sec.to_bits(), Ordering::Relaxed);
+        self.limit
+            .store(standing.limit_per_sec.to_bits(), Ordering::Relaxed);
+        self.epoch.fetch_max(standing.epoch, Ordering::AcqRel);
         let mut fallback = self.lock_fallback();
         if let Some(since) = fallback.since.take() {
             tracing::info!(group, after = ?since.elapsed(), "the shared request budget is back");
@@ -478,9 +520,13 @@ impl SharedLink {
                         .await;
                 }
             };
-            self.store_answered(group, answer.standing.rate_per_sec, answer.standing.epoch);
-            match grant_of(answer.decision, now) {
-                Grant::Now => return Ok(now - started),
+            self.store_answered(group, &answer.standing);
+            // The wait counts from when the store decided, somewhere between
+            // the ask and the answer: from the answer, so a replica slow to
+            // send (or to hear back) is late for its slot, never early.
+            let answered = Instant::now();
+            match grant_of(answer.decision, answered) {
+                Grant::Now => return Ok(answered - started),
                 Grant::At(at) => {
                     {
                         let mut reserved = self
@@ -525,7 +571,7 @@ impl SharedLink {
         )
         .await;
         match told {
-            Ok(Ok(standing)) => self.store_answered(group, standing.rate_per_sec, standing.epoch),
+            Ok(Ok(standing)) => self.store_answered(group, &standing),
             _ => {
                 tracing::debug!(group, "budget throttle: the store did not take it");
                 self.accepted.fetch_add(accepted, Ordering::AcqRel);
@@ -573,7 +619,7 @@ mod tests {
     use std::collections::HashMap;
     use std::sync::atomic::AtomicBool;
 
-    use tokencache_core::budget::{BudgetStanding, BudgetState};
+    use tokencache_core::budget::BudgetState;
     use tokencache_core::{StoreError, StoreFuture};
 
     use super::*;
@@ -585,6 +631,7 @@ mod tests {
         origin: Instant,
         budgets: Mutex<HashMap<String, BudgetState>>,
         failing: AtomicBool,
+        replicas: AtomicU32,
     }
 
     impl ScriptedStore {
@@ -593,6 +640,7 @@ mod tests {
                 origin: Instant::now(),
                 budgets: Mutex::default(),
                 failing: AtomicBool::new(false),
+                replicas: AtomicU32::new(5),
             })
         }
 
@@ -646,7 +694,9 @@ mod tests {
         }
 
         fn heartbeat<'a>(&'a self, _: &'a LeaseOwner, _: Duration) -> StoreFuture<'a, u32> {
-            Box::pin(std::future::ready(Ok(3)))
+            Box::pin(std::future::ready(Ok(self
+                .replicas
+                .load(Ordering::Relaxed))))
         }
     }
 
@@ -770,9 +820,21 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn without_a_heartbeat_or_a_count_the_fleet_is_assumed_three() {
         let store = ScriptedStore::new();
-        let fleet = Fleet::new(store as Arc<dyn BudgetStore>, FleetConfig::default());
+        let fleet = Fleet::new(
+            Arc::clone(&store) as Arc<dyn BudgetStore>,
+            FleetConfig::default(),
+        );
         assert_eq!(fleet.replicas(), UNKNOWN_FLEET_SIZE);
         fleet.heartbeat().await;
-        assert_eq!(fleet.replicas(), 3, "what the store counted");
+        assert_eq!(fleet.replicas(), 5, "what the store counted");
+        // The store restarts empty: the replicas count themselves again, one
+        // by one; the most of the last beats is what counts.
+        store.replicas.store(1, Ordering::Relaxed);
+        fleet.heartbeat().await;
+        assert_eq!(fleet.replicas(), 5);
+        for _ in 0..BEATS_REMEMBERED {
+            fleet.heartbeat().await;
+        }
+        assert_eq!(fleet.replicas(), 1, "the fleet did shrink");
     }
 }
