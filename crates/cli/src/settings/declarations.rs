@@ -15,7 +15,9 @@ use std::time::Duration;
 use tokencache_core::MinRemaining;
 
 use crate::settings::setting::{Declared, FileKey, Setting};
-use crate::settings::value::{ByteSize, LogFormat, NonZeroDuration, Price, Rate, UrlText};
+use crate::settings::value::{
+    ByteSize, LogFormat, NonZeroDuration, Price, Rate, UrlText, WorkerThreads,
+};
 use crate::store::StoreSpec;
 
 /// `--config`.
@@ -575,7 +577,7 @@ pub const MAX_CONNECTIONS_PER_IP: Setting<usize> = Setting {
 };
 
 /// `--workers`.
-pub const WORKERS: Setting<usize> = Setting {
+pub const WORKERS: Setting<WorkerThreads> = Setting {
     name: "workers",
     env: "TOKENCACHE_WORKERS",
     file: FileKey::In {
@@ -583,7 +585,8 @@ pub const WORKERS: Setting<usize> = Setting {
         key: "workers",
         old: None,
     },
-    help: "Threads serving the token listener, each with a runtime of its own; 0: one shared runtime.",
+    help: "Threads serving the token listener, each with a runtime of its own accepting from the \
+           same socket: auto (one per core), a count, or 0 for one shared runtime.",
     unset: "",
     secret: false,
     get: |d| Some(d.workers),

@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use tokencache_core::MinRemaining;
-use tokencache_proxy::{BudgetConfig, CognitoIdpConfig, Limits, ProxyConfig, ServeOptions};
+use tokencache_proxy::{BudgetConfig, CognitoIdpConfig, Limits, ProxyConfig};
 
-use crate::settings::value::LogFormat;
+use crate::settings::value::{LogFormat, WorkerThreads};
 use crate::store::StoreSettings;
 
 /// How logs are written.
@@ -73,8 +73,8 @@ pub struct Draft {
     pub encryption_key_kms: Option<PathBuf>,
     /// Drain time on shutdown.
     pub shutdown_grace: Duration,
-    /// Threads serving the token listener (0: the shared runtime).
-    pub workers: usize,
+    /// Threads serving the token listener.
+    pub workers: WorkerThreads,
     /// Logging.
     pub log: LogSettings,
 }
@@ -115,7 +115,9 @@ impl Default for Draft {
             // Longer than a token request takes, shorter than the 30 s an
             // orchestrator usually waits before it kills.
             shutdown_grace: Duration::from_secs(10),
-            workers: ServeOptions::default().workers,
+            // Thread per core: no work stealing, no cross-thread wake-ups
+            // on the hit path (see BENCHMARKS.md).
+            workers: WorkerThreads::Auto,
             log: LogSettings {
                 format: LogFormat::Human,
                 filter: "info".to_owned(),

@@ -113,7 +113,7 @@ impl ServeSettings {
             admin_listen: draft.admin_listen,
             proxy,
             shutdown_grace: draft.shutdown_grace,
-            workers: draft.workers,
+            workers: draft.workers.resolve(),
             limits: draft.limits,
             tls,
             store: store(&mut draft, env)?,

@@ -183,6 +183,47 @@ impl SettingValue for Rate {
     }
 }
 
+/// How many threads serve the token listener: `auto` (one per core, the
+/// default), `0` (one shared multi-threaded runtime) or a count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerThreads {
+    /// One per core this process may run on.
+    Auto,
+    /// This many (0: the shared runtime).
+    Count(usize),
+}
+
+impl WorkerThreads {
+    /// The count: `Auto` is the cores this process may run on.
+    #[must_use]
+    pub fn resolve(self) -> usize {
+        match self {
+            Self::Auto => std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+            Self::Count(count) => count,
+        }
+    }
+}
+
+impl SettingValue for WorkerThreads {
+    const VALUE_NAME: &'static str = "THREADS";
+
+    fn parse(text: &str) -> Result<Self, String> {
+        if text == "auto" {
+            return Ok(Self::Auto);
+        }
+        text.parse()
+            .map(Self::Count)
+            .map_err(|_| "must be `auto` or a whole number of threads".to_owned())
+    }
+
+    fn show(&self) -> String {
+        match self {
+            Self::Auto => "auto".to_owned(),
+            Self::Count(count) => count.to_string(),
+        }
+    }
+}
+
 /// A price: a finite number, zero or more, in whatever currency the
 /// operator reads it in.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -357,6 +398,17 @@ fn show_duration(duration: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn worker_threads() {
+        assert_eq!(WorkerThreads::parse("auto"), Ok(WorkerThreads::Auto));
+        assert_eq!(WorkerThreads::parse("0"), Ok(WorkerThreads::Count(0)));
+        assert_eq!(WorkerThreads::parse("4").map(WorkerThreads::resolve), Ok(4));
+        assert!(WorkerThreads::parse("many").is_err());
+        assert!(WorkerThreads::parse("-1").is_err());
+        assert_eq!(WorkerThreads::Auto.show(), "auto");
+        assert!(WorkerThreads::Auto.resolve() >= 1);
+    }
 
     #[test]
     fn byte_sizes() {
