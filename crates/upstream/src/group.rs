@@ -17,10 +17,18 @@
 //! **When the store fails** (an error, or no answer within its operation
 //! timeout) the group falls back to a bucket in this process at `rate /
 //! replicas`: `replicas` is [`FleetConfig::replicas`] when set, else the
-//! count of live replicas the heartbeats last showed, else
-//! [`UNKNOWN_FLEET_SIZE`] — never `rate` per replica. Once a second one
-//! request probes the store again; the first answer returns the group to
-//! the shared budget.
+//! most live replicas the last few heartbeats counted (a store that
+//! restarts empty has the replicas count themselves again over one beat),
+//! else [`UNKNOWN_FLEET_SIZE`] — never `rate` per replica. The bucket's
+//! first slot comes after the last slot the store granted this replica, so
+//! the slots reserved before the failure and the fallback's do not add up.
+//! Once a second, when no caller is queued on the bucket (its slots were
+//! promised outside the shared budget), one request asks the store again;
+//! the first answer returns the group to the shared budget.
+//!
+//! A slot's wait counts from when the store's answer arrived, not from
+//! when it was asked: a replica slow to send (or to hear back) is late for
+//! its slot, never early.
 
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
