@@ -47,6 +47,7 @@ mod client;
 mod error;
 mod headers;
 mod resilient;
+mod trace;
 
 pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker, Permit};
 pub use budget::{BudgetConfig, Grant, Priority, RequestBudget};
@@ -57,3 +58,4 @@ pub use reqwest::Url;
 pub use resilient::{
     FetchError, FetchRequest, NoObserver, Observer, ResilienceConfig, RetryReason, Upstream,
 };
+pub use trace::continue_trace;
