@@ -74,6 +74,7 @@ mod seconds;
 mod server;
 mod service;
 mod shared_tier;
+mod spans;
 mod status;
 mod status_page;
 mod store_breaker;

@@ -16,11 +16,13 @@ use std::task::{Context, Poll};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::{Method, Request};
+use tracing::Instrument as _;
 
-use crate::cognito::{CognitoRoute, X_AMZ_TARGET};
+use crate::cognito::{self, CognitoRoute, X_AMZ_TARGET};
 use crate::error::ProxyError;
 use crate::metrics::{Outcome, ProxyMetrics};
 use crate::route::{RequestLimits, Route};
+use crate::spans;
 
 type Answer = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
 
@@ -75,7 +77,15 @@ impl TokenService {
         {
             let cognito = Arc::clone(cognito);
             let limits = self.limits;
-            return Box::pin(async move { Ok(cognito.answer(request, limits).await) });
+            let span = spans::token_request(cognito::NAME, path, request.headers());
+            return Box::pin(async move {
+                let response = cognito
+                    .answer(request, limits)
+                    .instrument(span.clone())
+                    .await;
+                spans::record_answer(&span, &response);
+                Ok(response)
+            });
         }
         // A handful of routes at most: a linear scan beats hashing.
         let Some(route) = self.routes.iter().find(|route| route.path() == path) else {
@@ -86,7 +96,12 @@ impl TokenService {
         }
         let route = Arc::clone(route);
         let limits = self.limits;
-        Box::pin(async move { Ok(route.answer(request, limits).await) })
+        let span = spans::token_request(route.path(), path, request.headers());
+        Box::pin(async move {
+            let response = route.answer(request, limits).instrument(span.clone()).await;
+            spans::record_answer(&span, &response);
+            Ok(response)
+        })
     }
 }
 
