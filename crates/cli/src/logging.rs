@@ -43,8 +43,11 @@ pub fn init_serving(
         init(settings)?;
         return Ok(None);
     };
+    // The SDK warns while it builds the exporter (a variable it ignores):
+    // through the logs alone, as the export itself is not installed yet.
+    let exporter =
+        tracing::subscriber::with_default(logs_only(settings)?, || TraceExporter::start(otlp))?;
     let filter = filter(settings)?;
-    let exporter = TraceExporter::start(otlp)?;
     let logs = match settings.format {
         LogFormat::Human => tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
@@ -61,6 +64,18 @@ pub fn init_serving(
         .try_init()
         .map_err(|error| error.to_string())?;
     Ok(Some(exporter))
+}
+
+/// A subscriber that writes the logs as [`init`] installs them, for a
+/// moment before the global one is installed.
+fn logs_only(settings: &LogSettings) -> Result<Box<dyn tracing::Subscriber + Send + Sync>, String> {
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter(settings)?)
+        .with_writer(std::io::stderr);
+    Ok(match settings.format {
+        LogFormat::Human => Box::new(builder.finish()),
+        LogFormat::Json => Box::new(builder.json().flatten_event(true).finish()),
+    })
 }
 
 fn filter(settings: &LogSettings) -> Result<EnvFilter, String> {

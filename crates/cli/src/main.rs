@@ -12,7 +12,10 @@
 //! `main` only wires: settings (exit 64 when unusable: a bad flag, value,
 //! variable or config file alike), logging, build, bind, log the
 //! addresses, tell the service manager (systemd's `Type=notify`), serve
-//! until a signal, drain under a timeout.
+//! until a signal, drain under a timeout, flush the traces.
+//!
+//! OpenTelemetry traces are exported over OTLP when the standard `OTEL_*`
+//! variables ask for them (see `traces.rs` and the README's "Tracing").
 
 // The doc comments of the command-line types are clap's --help text, read
 // in a terminal, not rustdoc markup: URLs and <placeholders> stay as typed.

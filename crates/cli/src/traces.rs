@@ -61,8 +61,8 @@ pub struct OtlpSettings {
     pub sampler: SamplerChoice,
     /// `OTEL_SERVICE_NAME`, if set.
     pub service_name: Option<String>,
-    /// Whether the endpoint is `https` (gRPC then needs TLS set up).
-    pub https: bool,
+    /// Whether the export goes over TLS (gRPC then needs roots set up).
+    pub tls: bool,
 }
 
 /// The OTLP transports this build speaks.
@@ -153,8 +153,27 @@ impl TraceExport {
             protocol,
             sampler: sampler(var("OTEL_TRACES_SAMPLER"), var("OTEL_TRACES_SAMPLER_ARG"))?,
             service_name: var("OTEL_SERVICE_NAME"),
-            https: endpoint.is_some_and(|url| url.trim().starts_with("https:")),
+            tls: endpoint.is_some_and(|url| {
+                let insecure = var("OTEL_EXPORTER_OTLP_TRACES_INSECURE")
+                    .or_else(|| var("OTEL_EXPORTER_OTLP_INSECURE"))
+                    .is_some_and(|value| value.trim().eq_ignore_ascii_case("true"));
+                uses_tls(&url, insecure)
+            }),
         }))
+    }
+}
+
+/// Whether an export to `endpoint` uses TLS: `https://`, or no scheme at
+/// all unless `insecure` (`OTEL_EXPORTER_OTLP_INSECURE`), as the SDK reads
+/// it.
+fn uses_tls(endpoint: &str, insecure: bool) -> bool {
+    let endpoint = endpoint.trim().to_ascii_lowercase();
+    if endpoint.starts_with("https://") {
+        true
+    } else if endpoint.starts_with("http://") {
+        false
+    } else {
+        !insecure
     }
 }
 
@@ -209,7 +228,7 @@ impl TraceExporter {
                 let builder = opentelemetry_otlp::SpanExporter::builder()
                     .with_tonic()
                     .with_protocol(Protocol::Grpc);
-                if settings.https {
+                if settings.tls {
                     // tonic trusts no root unless told to: the platform's.
                     let tls = opentelemetry_otlp::tonic_types::transport::ClientTlsConfig::new()
                         .with_native_roots();
@@ -331,8 +350,12 @@ mod tests {
             "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
             "https://collector:4318/v1/traces",
         )]);
-        assert!(traces_only.https);
-        assert!(!otlp(&[("OTEL_TRACES_EXPORTER", "otlp")]).https);
+        assert!(traces_only.tls);
+        assert!(!otlp(&[ENDPOINT]).tls);
+        assert!(!otlp(&[("OTEL_TRACES_EXPORTER", "otlp")]).tls);
+        let no_scheme = ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317");
+        assert!(otlp(&[no_scheme]).tls, "TLS unless told otherwise");
+        assert!(!otlp(&[no_scheme, ("OTEL_EXPORTER_OTLP_INSECURE", "true")]).tls);
     }
 
     #[test]
