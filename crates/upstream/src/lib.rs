@@ -39,6 +39,11 @@
 //! # }
 //! ```
 //!
+//! Every attempt is a `tracing` span (`upstream_attempt`, with a
+//! `budget_wait` child) at `DEBUG`, and sends its W3C `traceparent` through
+//! `opentelemetry`'s global propagator, a no-op until the binary exports
+//! traces; [`continue_trace`] makes a span continue a caller's trace.
+//!
 //! This crate has no feature flags.
 
 mod breaker;
