@@ -7,8 +7,10 @@
 //! attempt, its budget wait) under the caller's `traceparent`, with its
 //! attributes; the mock IdP must see a `traceparent` of the same trace,
 //! naming the attempt; the caller's `traceparent` must change neither the
-//! key nor cacheability; no attribute may hold a secret; and spans still
-//! buffered at SIGTERM must be exported before the process exits.
+//! key nor cacheability; a request passed through must reach the upstream
+//! with the proxy's `traceparent` in place of the caller's; no attribute
+//! may hold a secret; and spans still buffered at SIGTERM must be exported
+//! before the process exits.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 // Waiting on child processes is bounded by real time.
 #![allow(clippy::disallowed_methods)]
@@ -112,6 +114,27 @@ impl Traced {
         (cache_status, response.json().await.unwrap())
     }
 
+    /// A request that is passed through (a refresh-token grant, which the
+    /// mock IdP refuses), with `traceparent`; its `Cache-Status`.
+    async fn passed_through(&self, traceparent: &str) -> String {
+        let response = reqwest::Client::new()
+            .post(&self.token_url)
+            .basic_auth("demo-client", Some(SECRET))
+            .header("traceparent", traceparent)
+            .form(&[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", "unknown"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400);
+        response.headers()["cache-status"]
+            .to_str()
+            .unwrap()
+            .to_owned()
+    }
+
     /// The `traceparent` the mock IdP saw last.
     async fn upstream_traceparent(&self) -> Option<String> {
         let stats_url = self.idp_url.replace("/oauth2/token", "/stats");
@@ -135,12 +158,16 @@ fn the<'s>(spans: &'s [ReceivedSpan], name: &str) -> &'s ReceivedSpan {
     }
 }
 
-/// Whether the spans of one miss and one hit are all in.
-fn miss_and_hit_received(spans: &[ReceivedSpan]) -> bool {
-    named(spans, "token_request").len() >= 2
-        && ["load", "upstream_attempt", "budget_wait"]
-            .iter()
-            .all(|name| !named(spans, name).is_empty())
+/// The trace of the request passed through.
+const PASSED_THROUGH_TRACE: &str = "33333333333333333333333333333333";
+
+/// Whether the spans of a miss, a hit and a request passed through are all
+/// in.
+fn all_received(spans: &[ReceivedSpan]) -> bool {
+    named(spans, "token_request").len() >= 3
+        && named(spans, "upstream_attempt").len() >= 2
+        && named(spans, "budget_wait").len() >= 2
+        && !named(spans, "load").is_empty()
 }
 
 /// A miss under the caller's trace, then a hit under another: checks the
@@ -160,8 +187,15 @@ async fn a_miss_is_traced(transport: Transport, protocol: &str) {
         "{cache_status}"
     );
     assert_eq!(first["access_token"], second["access_token"]);
+    let seen_for_the_miss = traced.upstream_traceparent().await;
+    let caller = format!("00-{PASSED_THROUGH_TRACE}-4444444444444444-01");
+    assert_eq!(
+        traced.passed_through(&caller).await,
+        "tokencache; fwd=bypass"
+    );
+    let seen_passed_through = traced.upstream_traceparent().await;
 
-    let spans = receiver.wait_for(WITHIN, miss_and_hit_received).await;
+    let spans = receiver.wait_for(WITHIN, all_received).await;
     assert!(
         spans.iter().all(|span| span.transport == transport),
         "{spans:#?}"
@@ -198,7 +232,11 @@ async fn a_miss_is_traced(transport: Transport, protocol: &str) {
     assert_eq!(load.attribute("tokencache.load_outcome"), "stored");
     assert_eq!(load.attribute("tokencache.key"), fingerprint);
 
-    let attempt = the(&spans, "upstream_attempt");
+    let attempts = named(&spans, "upstream_attempt");
+    let attempt = attempts
+        .iter()
+        .find(|span| span.trace_id == CALLER_TRACE)
+        .unwrap_or_else(|| panic!("no attempt in the caller's trace: {spans:#?}"));
     assert_eq!(
         attempt.parent_span_id, load.span_id,
         "the attempt is the load's child"
@@ -210,15 +248,14 @@ async fn a_miss_is_traced(transport: Transport, protocol: &str) {
     assert_eq!(attempt.attribute("http.response.status_code"), "200");
     assert_eq!(attempt.attribute("server.address"), "127.0.0.1");
 
-    let budget_wait = the(&spans, "budget_wait");
-    assert_eq!(budget_wait.parent_span_id, attempt.span_id);
+    let budget_wait = named(&spans, "budget_wait")
+        .into_iter()
+        .find(|span| span.parent_span_id == attempt.span_id)
+        .unwrap_or_else(|| panic!("no budget wait under the attempt: {spans:#?}"));
     assert_eq!(budget_wait.attribute("tokencache.priority"), "caller");
 
     // The upstream was sent the attempt's context, in the caller's trace.
-    let seen = traced
-        .upstream_traceparent()
-        .await
-        .expect("a traceparent upstream");
+    let seen = seen_for_the_miss.expect("a traceparent upstream");
     assert_eq!(seen, format!("00-{CALLER_TRACE}-{}-01", attempt.span_id));
 
     let hit = requests
@@ -231,6 +268,23 @@ async fn a_miss_is_traced(transport: Transport, protocol: &str) {
         spans.iter().all(|span| span.parent_span_id != hit.span_id),
         "a hit has no children"
     );
+
+    // Passed through: the caller's headers travel, but its traceparent is
+    // replaced by the attempt's, a child of the request's span.
+    let bypass = requests
+        .iter()
+        .find(|span| span.trace_id == PASSED_THROUGH_TRACE)
+        .unwrap_or_else(|| panic!("no span for the request passed through: {spans:#?}"));
+    assert_eq!(bypass.attribute("tokencache.cache_status"), "bypass");
+    assert_eq!(bypass.attribute("http.response.status_code"), "400");
+    let bypass_attempt = attempts
+        .iter()
+        .find(|span| span.trace_id == PASSED_THROUGH_TRACE)
+        .unwrap_or_else(|| panic!("no attempt passed through: {spans:#?}"));
+    assert_eq!(bypass_attempt.parent_span_id, bypass.span_id);
+    assert_eq!(bypass_attempt.attribute("http.response.status_code"), "400");
+    let expected = format!("00-{PASSED_THROUGH_TRACE}-{}-01", bypass_attempt.span_id);
+    assert_eq!(seen_passed_through, Some(expected));
 
     let (code, output) = traced.proxy.terminate();
     assert_eq!(code, 0, "{output:#?}");
