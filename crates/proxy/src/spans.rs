@@ -26,7 +26,9 @@ use crate::outcome::Outcome;
 
 /// The span of one token request on `route` (its label in metrics) at
 /// `path`; it continues the caller's trace when `headers` carry a
-/// `traceparent`.
+/// `traceparent`. Inlined, so that a disabled span costs the hit path
+/// what the macro costs (a few nanoseconds), not a call returning it.
+#[inline]
 pub(crate) fn token_request(route: &str, path: &str, headers: &HeaderMap) -> Span {
     let span = tracing::debug_span!(
         "token_request",

@@ -30,7 +30,9 @@ use crate::error::UpstreamError;
 
 /// Makes `span` a child of the trace the caller's `headers` name (its
 /// `traceparent`), if they name one; otherwise `span` keeps the parent it
-/// has. Does nothing for a disabled span.
+/// has. Does nothing for a disabled span (and is inlined, so that costs
+/// the hit path one check).
+#[inline]
 pub fn continue_trace(span: &Span, headers: &HeaderMap) {
     if span.is_disabled() {
         return;
