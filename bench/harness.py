@@ -652,7 +652,8 @@ def memory_table(rows):
 def scenario_micro(procs, cfg):
     crit = os.path.join(ROOT, "target", "criterion")
     results = []
-    for package, bench in (("tokencache-core", "hit_path"), ("tokencache-bench", "lookup")):
+    for package, bench in (("tokencache-core", "hit_path"), ("tokencache-bench", "lookup"),
+                           ("tokencache-bench", "span_off")):
         log(f"micro: cargo bench -p {package} --bench {bench}")
         argv = ["cargo", "bench", "--locked", "-p", package, "--bench", bench, "--", *cfg["criterion_args"]]
         out = procs.run(argv, timeout=1800)
