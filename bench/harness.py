@@ -14,6 +14,8 @@ Scenarios (see BENCHMARKS.md and issue 6):
   3 refresh    steady load across token refreshes (10 s tokens)
   4 memory     VmRSS with 0, 10k, 100k cached keys
   5 micro      criterion benches of the hit path's parts
+  6 traces     the hit path with OpenTelemetry traces off and on (every
+               request, and 1 %), exported to an OTLP sink on loopback
 
 Standard library only.
 """
@@ -86,16 +88,22 @@ class Processes:
                 for _, proc, _ in self.running:
                     f.write(f"{proc.pid}\n")
 
-    def note(self, argv):
-        text = " ".join(quote(a) for a in argv).replace(ROOT + "/", "")
+    def note(self, argv, env=None):
+        words = [f"{k}={quote(v)}" for k, v in (env or {}).items()] + [quote(a) for a in argv]
+        text = " ".join(words).replace(ROOT + "/", "")
         if text not in self.commands:
             self.commands.append(text)
 
-    def start(self, name, argv, stop_signal=signal.SIGTERM):
-        self.note(argv)
+    def start(self, name, argv, stop_signal=signal.SIGTERM, env=None):
+        """Starts `argv` with the harness's environment less any OTEL_*
+        variable (a developer's shell must not switch traces on in a run
+        meant without them), plus `env`."""
+        self.note(argv, env)
         out = open(os.path.join(self.logdir, f"{name}.log"), "ab")
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+        full_env.update(env or {})
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, cwd=ROOT)
+                                stdin=subprocess.DEVNULL, cwd=ROOT, env=full_env)
         out.close()
         self.running.append((name, proc, stop_signal))
         self._write_pidfile()
@@ -274,14 +282,14 @@ class Stack:
     def idp_requests(self):
         return json.loads(http("GET", f"{self.idp_url}/stats"))["token_requests"]
 
-    def tokencache(self, name="tokencache", extra=()):
+    def tokencache(self, name="tokencache", extra=(), env=None):
         port, admin = free_port(), free_port()
         argv = [f"{BIN}/tokencache", "serve", "--listen", f"127.0.0.1:{port}",
                 "--admin-listen", f"127.0.0.1:{admin}",
                 "--upstream", f"{self.idp_url}/oauth2/token",
                 "--budget-rate", "0", "--cache-max-bytes", "4GiB",
                 "--shutdown-grace", "1s", "--log", "warn", *extra]
-        proc = self.procs.start(name, argv)
+        proc = self.procs.start(name, argv, env=env)
         wait_port(port, proc, "tokencache")
         wait_port(admin, proc, "tokencache admin")
         return Server(name, proc, f"http://127.0.0.1:{port}/oauth2/token", admin_port=admin)
@@ -646,7 +654,8 @@ def memory_table(rows):
 def scenario_micro(procs, cfg):
     crit = os.path.join(ROOT, "target", "criterion")
     results = []
-    for package, bench in (("tokencache-core", "hit_path"), ("tokencache-bench", "lookup")):
+    for package, bench in (("tokencache-core", "hit_path"), ("tokencache-bench", "lookup"),
+                           ("tokencache-bench", "span_off")):
         log(f"micro: cargo bench -p {package} --bench {bench}")
         argv = ["cargo", "bench", "--locked", "-p", package, "--bench", bench, "--", *cfg["criterion_args"]]
         out = procs.run(argv, timeout=1800)
@@ -688,7 +697,94 @@ def fmt_ns(ns):
 
 
 # --------------------------------------------------------------------------
-# Scenario 6: the latency a miss pays for a shared budget slot
+# Scenario 6: hit path with traces on
+
+# The same warm hit path, exporting each request's span (always_on: the
+# worst case, every request is a trace) or one in a hundred, over
+# OTLP/HTTP to a sink on loopback that answers at once: the figures are
+# tokencache's own cost of tracing, not a collector's.
+TRACE_VARIANTS = (
+    ("traces off", {}),
+    ("traces on, 1 % sampled", {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+                                "OTEL_TRACES_SAMPLER_ARG": "0.01"}),
+    ("traces on, every request", {"OTEL_TRACES_SAMPLER": "always_on"}),
+)
+
+
+def scenario_traces(procs, stack, cfg):
+    stack.control(latency_ms=0, token_lifetime_secs=3600)
+    sink_port = free_port()
+    sink = procs.start("otlp-sink", [f"{BIN}/otlp-sink", "--listen", f"127.0.0.1:{sink_port}"])
+    wait_port(sink_port, sink, "OTLP sink")
+    sink_url = f"http://127.0.0.1:{sink_port}"
+
+    def exported():
+        stats = json.loads(http("GET", f"{sink_url}/stats"))
+        return stats["exports"], stats["bytes"]
+
+    keys = max(cfg["hit_keys"])
+    threads, conns = cfg["hit_shapes"][0]
+    servers = []
+    for i, (variant, variables) in enumerate(TRACE_VARIANTS):
+        env = dict(variables)
+        if variables:
+            env.update(OTEL_EXPORTER_OTLP_ENDPOINT=sink_url, OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf")
+        server = stack.tokencache(name=f"tokencache-traces-{i}", env=env)
+        log(f"traces: warming {keys} keys in tokencache ({variant})")
+        load(procs, server, keys)
+        servers.append((variant, server))
+    runs = []
+    for rnd in range(cfg["hit_rounds"]):
+        for variant, server in servers:
+            argv = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{cfg['hit_seconds']}s", "--latency",
+                    "-s", LUA, server.url, "--", str(keys), AUTHORIZATION]
+            (exports0, bytes0) = exported()
+            r = hit_run(procs, stack, server, server, argv, cfg)
+            (exports1, bytes1) = exported()
+            r.update(variant=variant, round=rnd + 1, keys=keys, shape=f"-t{threads} -c{conns}",
+                     exports=exports1 - exports0, export_bytes=bytes1 - bytes0)
+            runs.append(r)
+            log(f"traces round={rnd + 1} {variant}: {r['rps']:.0f} req/s p50 {r['p50_ms']:.3f} ms "
+                f"p99 {r['p99_ms']:.3f} ms cpu {r['cpu_us']:.1f} us/req; {r['exports']} exports, "
+                f"{r['export_bytes'] / 2**20:.1f} MiB")
+    for _, server in servers:
+        procs.stop(server.proc)
+    procs.stop(sink)
+    return runs
+
+
+def traces_table(runs, cfg):
+    med = {}
+    for variant, _ in TRACE_VARIANTS:
+        rs = [r for r in runs if r["variant"] == variant]
+        med[variant] = {
+            "rps": statistics.median(r["rps"] for r in rs),
+            "rps_min": min(r["rps"] for r in rs), "rps_max": max(r["rps"] for r in rs),
+            "p50": statistics.median(r["p50_ms"] for r in rs),
+            "p99": statistics.median(r["p99_ms"] for r in rs),
+            "cpu": statistics.median(r["cpu_us"] for r in rs),
+            "exports": sum(r["exports"] for r in rs),
+            "mib": sum(r["export_bytes"] for r in rs) / 2**20,
+            "errors": sum(r["non2xx"] + r["socket_errors"] for r in rs),
+            "other": statistics.median(r["other_pct"] for r in rs),
+        }
+    base = med[TRACE_VARIANTS[0][0]]
+    keys, shape = runs[0]["keys"], runs[0]["shape"]
+    lines = [f"tokencache's warm hit path, {keys:,} keys, wrk `{shape}`, median of {cfg['hit_rounds']} round(s) "
+             f"of {cfg['hit_seconds']} s, the variants alternating within each round; the same quiet-machine "
+             "rule as section 1. *Traces on* exports each sampled request's span over OTLP/HTTP "
+             "(`OTEL_EXPORTER_OTLP_ENDPOINT`, the SDK's default batch processor) to `otlp-sink` on loopback, "
+             "which answers at once; the export thread's CPU is in the server's. Without a caller's "
+             "`traceparent` every request is a root, so *every request* is the worst case.", "",
+             "| variant | req/s | req/s range | p50 | p99 | server CPU µs/req | req/s vs off | CPU vs off "
+             "| OTLP exports · MiB | other CPU % | errors |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for variant, m in med.items():
+        lines.append(f"| {variant} | {m['rps']:,.0f} | {m['rps_min']:,.0f}–{m['rps_max']:,.0f} "
+                     f"| {fmt_ms(m['p50'])} | {fmt_ms(m['p99'])} | {m['cpu']:.1f} "
+                     f"| {m['rps'] / base['rps']:.2f}× | {m['cpu'] / base['cpu']:.2f}× "
+                     f"| {m['exports']:,} · {m['mib']:.1f} | {m['other']:.0f} | {m['errors']} |")
+# Scenario 7: the latency a miss pays for a shared budget slot
 
 
 def scenario_budget_slot(procs, cfg):
@@ -833,7 +929,7 @@ cfg_global = {}
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny durations, figures not meaningful")
-    parser.add_argument("--only", default="1,2,3,4,5,6", help="comma-separated scenario numbers (default: all)")
+    parser.add_argument("--only", default="1,2,3,4,5,6,7", help="comma-separated scenario numbers (default: all)")
     parser.add_argument("--out", help="report file (default BENCHMARKS.md, or target/bench/BENCHMARKS.quick.md)")
     args = parser.parse_args()
     cfg = QUICK if args.quick else FULL
@@ -869,10 +965,12 @@ def main():
             sections["refresh"] = scenario_refresh(procs, stack, cfg)
         if 4 in only:
             sections["memory"] = scenario_memory(procs, stack, cfg)
+        if 6 in only:
+            sections["traces"] = scenario_traces(procs, stack, cfg)
         procs.stop_all()
         if 5 in only:
             sections["micro"] = scenario_micro(procs, cfg)
-        if 6 in only:
+        if 7 in only:
             sections["budget_slot"] = scenario_budget_slot(procs, cfg)
     except BaseException:
         log(f"failed; logs of the servers are in {workdir}")
@@ -924,8 +1022,10 @@ def render(sections, cfg, args, procs, started, elapsed):
         parts += ["", "## 4. Memory", "", memory_table(sections["memory"])]
     if "micro" in sections:
         parts += ["", "## 5. Micro-benchmarks", "", micro_table(sections["micro"], cfg)]
+    if "traces" in sections:
+        parts += ["", "## 6. Hit path with traces on", "", traces_table(sections["traces"], cfg)]
     if "budget_slot" in sections:
-        parts += ["", "## 6. Shared budget slot", "", budget_slot_table(sections["budget_slot"])]
+        parts += ["", "## 7. Shared budget slot", "", budget_slot_table(sections["budget_slot"])]
     parts += ["", "## Commands", "",
               "What the harness ran, in order (ports are chosen free at each run; repeated commands once):", "",
               "```sh"] + procs.commands + ["```", ""]

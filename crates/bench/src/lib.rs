@@ -7,6 +7,7 @@
 //! | `coalesce` | opens N connections, then sends N identical requests for a new key at once; upstream requests, distinct tokens and waiter latencies per key |
 //! | `steady` | paced load for a fixed time, recording every latency and `Cache-Status`, to see what callers feel when tokens are refreshed |
 //! | `loader` | fills a cache with N distinct keys at bounded concurrency |
+//! | `otlp-sink` | an OTLP/HTTP trace endpoint that answers every export at once and counts them, for the hit path with traces on |
 //!
 //! Every tool talks plain HTTP/1.1 with keep-alive over its own
 //! connections (hyper's low-level client), so connection setup is never in

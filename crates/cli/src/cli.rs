@@ -23,10 +23,24 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// The end of `serve --help`: the standard variables that are not
+/// settings of tokencache's own, read by OpenTelemetry's conventions.
+const TRACES_HELP: &str = "\
+OpenTelemetry traces (off by default) follow the standard variables: \
+OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT (or \
+OTEL_TRACES_EXPORTER=otlp) turn them on, OTEL_SDK_DISABLED=true or \
+OTEL_TRACES_EXPORTER=none off; OTEL_EXPORTER_OTLP_PROTOCOL is http/protobuf \
+(default) or grpc; OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES, \
+OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG, OTEL_EXPORTER_OTLP_HEADERS \
+and OTEL_BSP_* as the OpenTelemetry specification says. A caller's W3C \
+traceparent is continued and sent upstream. RUST_LOG is the log filter when \
+--log, TOKENCACHE_LOG and the file give none. See the README's \"Tracing\".";
+
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the caching proxy in front of one or more token endpoints.
+    #[command(after_help = TRACES_HELP)]
     Serve(ServeArgs),
     /// Start a mock identity provider and the proxy in front of it on
     /// loopback, and print a curl command to try it.

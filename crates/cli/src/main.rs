@@ -12,7 +12,10 @@
 //! `main` only wires: settings (exit 64 when unusable: a bad flag, value,
 //! variable or config file alike), logging, build, bind, log the
 //! addresses, tell the service manager (systemd's `Type=notify`), serve
-//! until a signal, drain under a timeout.
+//! until a signal, drain under a timeout, flush the traces.
+//!
+//! OpenTelemetry traces are exported over OTLP when the standard `OTEL_*`
+//! variables ask for them (see `traces.rs` and the README's "Tracing").
 
 // The doc comments of the command-line types are clap's --help text, read
 // in a terminal, not rustdoc markup: URLs and <placeholders> stay as typed.
@@ -33,6 +36,7 @@ mod settings;
 mod shutdown;
 mod store;
 mod token_command;
+mod traces;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -48,6 +52,7 @@ use crate::cli::{Cli, Command, ManArgs, MockIdpArgs, StoreCommand};
 use crate::environment::ProcessEnvironment;
 use crate::service_manager::Notifier;
 use crate::settings::{LogArgs, ServeArgs, ServeSettings, SettingsError};
+use crate::traces::TraceExport;
 
 /// `EX_USAGE` from sysexits(3): the command line or the configuration is
 /// unusable.
@@ -72,8 +77,15 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve(args).await,
             Command::Demo(args) => {
-                init_logging(&args.log)?;
-                demo::run(args).await.map_err(Failure::Run)
+                let traces = trace_export()?;
+                let exporter =
+                    logging::init_serving(&args.log.settings(&ProcessEnvironment)?, &traces)
+                        .map_err(Failure::Config)?;
+                let result = demo::run(args).await.map_err(Failure::Run);
+                if let Some(exporter) = exporter {
+                    exporter.shutdown().await;
+                }
+                result
             }
             Command::MockIdp(args) => {
                 init_logging(&args.log)?;
@@ -136,12 +148,28 @@ impl From<SettingsError> for Failure {
 /// Logging for the subcommands other than `serve`, which reads its logging
 /// settings with the others (config file included).
 fn init_logging(args: &LogArgs) -> Result<(), Failure> {
-    logging::init(&args.settings()?).map_err(Failure::Config)
+    logging::init(&args.settings(&ProcessEnvironment)?).map_err(Failure::Config)
 }
 
+/// The trace export the standard `OTEL_*` variables ask for.
+fn trace_export() -> Result<TraceExport, Failure> {
+    TraceExport::from_environment(&ProcessEnvironment).map_err(Failure::Config)
+}
+
+/// `tokencache serve`: logging and traces, then the proxy until a signal;
+/// the spans still buffered are exported before the process exits.
 async fn serve(args: ServeArgs) -> Result<(), Failure> {
-    let mut settings = ServeSettings::load(args, &ProcessEnvironment)?;
-    logging::init(&settings.log).map_err(Failure::Config)?;
+    let settings = ServeSettings::load(args, &ProcessEnvironment)?;
+    let traces = trace_export()?;
+    let exporter = logging::init_serving(&settings.log, &traces).map_err(Failure::Config)?;
+    let served = run_proxy(settings).await;
+    if let Some(exporter) = exporter {
+        exporter.shutdown().await;
+    }
+    served
+}
+
+async fn run_proxy(mut settings: ServeSettings) -> Result<(), Failure> {
     settings.proxy.shared_store = settings.store.open(&ProcessEnvironment).await?;
     if let Some(shared) = &settings.proxy.shared_store {
         tracing::info!(store = ?settings.store.spec, keys = ?shared.keys, "shared store");

@@ -63,6 +63,10 @@ pub struct Stats {
     /// to see where a peak was.
     #[serde(default)]
     pub per_second: Vec<u64>,
+    /// The W3C `traceparent` header of the last token request that carried
+    /// one: a proxy exporting traces sends its span's context upstream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_traceparent: Option<String>,
 }
 
 /// The seconds [`Stats::per_second`] counts.
@@ -119,6 +123,11 @@ impl StatsRecorder {
                 .entry(grant_type.unwrap_or(NO_GRANT).to_owned())
                 .or_default() += 1;
         });
+    }
+
+    /// Keeps a token request's `traceparent`.
+    pub(crate) fn record_traceparent(&self, traceparent: &str) {
+        self.with(|stats| stats.last_traceparent = Some(traceparent.to_owned()));
     }
 
     /// Counts the fault drawn for a token request.
@@ -237,7 +246,15 @@ mod tests {
         recorder.record_request(Some("a"), Some("client_credentials"));
         recorder.record_answer(200, true);
         recorder.record_fault(&Fault::Hang);
+        let without_traceparent = serde_json::to_string(&recorder.snapshot()).unwrap();
+        assert!(
+            !without_traceparent.contains("traceparent"),
+            "{without_traceparent}"
+        );
+        let traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        recorder.record_traceparent(traceparent);
         let stats = recorder.snapshot();
+        assert_eq!(stats.last_traceparent.as_deref(), Some(traceparent));
         let json = serde_json::to_string(&stats).unwrap();
         assert!(json.contains(r#""by_status":{"200":1}"#), "{json}");
         assert!(json.contains(r#""hangs":1"#), "{json}");

@@ -43,6 +43,12 @@ pub(crate) async fn token(
     let (claimed, request) = TokenRequest::parse(&headers, uri.query(), &body);
     let stats = idp.stats_recorder();
     stats.record_request(claimed.client_id.as_deref(), claimed.grant_type.as_deref());
+    if let Some(traceparent) = headers
+        .get("traceparent")
+        .and_then(|value| value.to_str().ok())
+    {
+        stats.record_traceparent(traceparent);
+    }
     // Drawn on arrival, so the rate limit sees arrival times, not arrival
     // times plus latency.
     let fault = idp.draw_fault(&settings);

@@ -40,6 +40,13 @@
 //! every AWS SDK cached `InitiateAuth` and `GetClientToken` answers, with
 //! errors in the AWS shape.
 //!
+//! Each token request is a `tracing` span at `DEBUG` (`token_request`, with
+//! children for its `load` and the shared-store operations; the upstream
+//! crate adds each attempt and budget wait) that continues a caller's W3C
+//! `traceparent`. The binary exports them as OpenTelemetry traces when asked;
+//! otherwise they are disabled at their callsites and cost the hit path one
+//! level check.
+//!
 //! Answers carry RFC 9211 `Cache-Status` (`tokencache; hit; ttl=N`,
 //! `tokencache; fwd=miss; stored`, `tokencache; fwd=miss; collapsed`,
 //! `tokencache; fwd=bypass`), `Age`, and `Cache-Control: no-store`.
@@ -74,6 +81,7 @@ mod seconds;
 mod server;
 mod service;
 mod shared_tier;
+mod spans;
 mod status;
 mod status_page;
 mod store_breaker;

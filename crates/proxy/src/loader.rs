@@ -36,6 +36,16 @@ pub(crate) enum Purpose {
     Refresh,
 }
 
+impl Purpose {
+    /// The purpose's name in traces.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Self::Load => "load",
+            Self::Refresh => "refresh",
+        }
+    }
+}
+
 /// What a load produced, shared by every caller that waited for it.
 #[derive(Debug)]
 pub(crate) enum LoadOutcome {
@@ -61,6 +71,24 @@ impl LoadOutcome {
     /// Whether the key now has a servable token.
     pub(crate) fn is_success(&self) -> bool {
         matches!(self, Self::Stored(_) | Self::FromShared(_))
+    }
+
+    /// Whether no usable answer came: the load failed.
+    pub(crate) fn is_failure(&self) -> bool {
+        matches!(self, Self::FailedAnswer(_) | Self::Failed(_))
+    }
+
+    /// The outcome's name in traces.
+    pub(crate) fn label(&self) -> &'static str {
+        match self {
+            Self::Stored(_) => "stored",
+            Self::PassThrough(_) => "passed_through",
+            Self::TooLarge(_) => "too_large",
+            Self::FailedAnswer(_) => "failed_answer",
+            Self::Failed(_) => "failed",
+            Self::FromShared(_) => "from_shared",
+            Self::Deferred => "deferred",
+        }
     }
 }
 

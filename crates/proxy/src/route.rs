@@ -14,6 +14,7 @@ use http_body_util::BodyExt;
 use tokencache_core::{CacheKey, Freshness, RequestError, TokenRequest};
 use tokencache_single_flight::{Joined, SingleFlight};
 use tokencache_upstream::FetchRequest;
+use tracing::Instrument as _;
 
 use crate::answer;
 use crate::cache::TokenCache;
@@ -23,6 +24,7 @@ use crate::endpoint::TokenEndpoint;
 use crate::error::ProxyError;
 use crate::loader::{Forward, LoadOutcome, Loader, Purpose};
 use crate::metrics::{Outcome, ProxyMetrics};
+use crate::spans;
 
 /// The loads in progress, by key; one table for every route (a key names
 /// its route).
@@ -153,6 +155,7 @@ impl Route {
         key: CacheKey,
         forward: impl FnOnce() -> Result<Forward, ProxyError>,
     ) -> Result<Response, ProxyError> {
+        spans::record_key(&key);
         let cache = &*self.cache;
         let dialect = self.dialect;
         let now = cache.now();
@@ -200,13 +203,17 @@ impl Route {
             Arc::clone(&self.path),
         );
         let metrics = self.metrics.clone();
+        // Made here, in the caller's request span, which becomes its parent.
+        let span = spans::load(purpose.label(), &key);
         async move {
             let outcome = loader.load(&path, &*endpoint, key, forward, purpose).await;
+            spans::record_load(outcome.label(), outcome.is_failure());
             if purpose == Purpose::Refresh {
                 metrics.refresh(outcome.is_success());
             }
             Arc::new(outcome)
         }
+        .instrument(span)
     }
 
     /// Starts a background refresh of `key` unless one is running or the

@@ -16,11 +16,13 @@ use std::task::{Context, Poll};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::{Method, Request};
+use tracing::{Instrument as _, Span};
 
-use crate::cognito::{CognitoRoute, X_AMZ_TARGET};
+use crate::cognito::{self, CognitoRoute, X_AMZ_TARGET};
 use crate::error::ProxyError;
 use crate::metrics::{Outcome, ProxyMetrics};
 use crate::route::{RequestLimits, Route};
+use crate::spans;
 
 type Answer = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
 
@@ -75,7 +77,8 @@ impl TokenService {
         {
             let cognito = Arc::clone(cognito);
             let limits = self.limits;
-            return Box::pin(async move { Ok(cognito.answer(request, limits).await) });
+            let span = spans::token_request(cognito::NAME, path, request.headers());
+            return traced(span, async move { cognito.answer(request, limits).await });
         }
         // A handful of routes at most: a linear scan beats hashing.
         let Some(route) = self.routes.iter().find(|route| route.path() == path) else {
@@ -86,8 +89,26 @@ impl TokenService {
         }
         let route = Arc::clone(route);
         let limits = self.limits;
-        Box::pin(async move { Ok(route.answer(request, limits).await) })
+        let span = spans::token_request(route.path(), path, request.headers());
+        traced(span, async move { route.answer(request, limits).await })
     }
+}
+
+/// The future of one token request's `answer`: as it is when its span is
+/// disabled (traces off, so the hit path pays for no wrapper), else inside
+/// the span, which then records how the request was answered.
+fn traced<F>(span: Span, answer: F) -> Answer
+where
+    F: Future<Output = Response> + Send + 'static,
+{
+    if span.is_disabled() {
+        return Box::pin(async move { Ok(answer.await) });
+    }
+    Box::pin(async move {
+        let response = answer.instrument(span.clone()).await;
+        spans::record_answer(&span, &response);
+        Ok(response)
+    })
 }
 
 impl<B> hyper::service::Service<Request<B>> for TokenService

@@ -19,8 +19,10 @@ use tokencache_core::{
 };
 
 use tokio::time::Instant;
+use tracing::Instrument as _;
 
 use crate::metrics::ProxyMetrics;
+use crate::spans;
 use crate::store_breaker::{Change, StoreBreaker};
 
 /// A shared store and how the proxy uses it.
@@ -194,7 +196,9 @@ impl SharedTier {
         limit: Duration,
         future: impl std::future::Future<Output = Result<T, StoreError>>,
     ) -> Option<T> {
-        let result = match tokio::time::timeout(limit, future).await {
+        let span = spans::store_operation(self.name(), op);
+        let timed = tokio::time::timeout(limit, future).instrument(span.clone());
+        let result = match timed.await {
             Ok(result) => result,
             Err(_) => Err(StoreError::Unavailable(format!(
                 "no answer within {limit:?}"
@@ -216,6 +220,7 @@ impl SharedTier {
                 Some(value)
             }
             Err(error) => {
+                spans::record_store_failure(&span, &error);
                 self.metrics.store_error(op);
                 let change = self.breaker.failure();
                 let failures = self.breaker.consecutive_failures();

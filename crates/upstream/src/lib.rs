@@ -41,6 +41,11 @@
 //! # }
 //! ```
 //!
+//! Every attempt is a `tracing` span (`upstream_attempt`, with a
+//! `budget_wait` child) at `DEBUG`, and sends its W3C `traceparent` through
+//! `opentelemetry`'s global propagator, a no-op until the binary exports
+//! traces; [`continue_trace`] makes a span continue a caller's trace.
+//!
 //! This crate has no feature flags.
 
 mod breaker;
@@ -50,6 +55,7 @@ mod error;
 mod group;
 mod headers;
 mod resilient;
+mod trace;
 
 pub use breaker::{BreakerConfig, BreakerState, CircuitBreaker, Permit};
 pub use budget::{BudgetConfig, CUBIC_SCALE, DECREASE, Grant, Priority, RequestBudget};
@@ -61,3 +67,4 @@ pub use reqwest::Url;
 pub use resilient::{
     FetchError, FetchRequest, NoObserver, Observer, ResilienceConfig, RetryReason, Upstream,
 };
+pub use trace::continue_trace;

@@ -2,6 +2,7 @@
 //! retries with exponential backoff and full jitter.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -11,12 +12,14 @@ use reqwest::Url;
 use tokencache_core::{AnswerClass, Backoff, Clock, parse_retry_after};
 use tokencache_retry::{Retry, Verdict};
 use tokio::time::Instant;
+use tracing::Instrument as _;
 
 use crate::breaker::{BreakerConfig, BreakerState, CircuitBreaker};
 use crate::budget::{BudgetConfig, Priority};
 use crate::client::{UpstreamClient, UpstreamRequest, UpstreamResponse};
 use crate::error::UpstreamError;
 use crate::group::BudgetGroup;
+use crate::trace;
 
 /// How an upstream is protected.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -238,10 +241,16 @@ impl Upstream {
         is_failure: &(dyn Fn(&UpstreamResponse) -> bool + Sync),
         observer: &dyn Observer,
     ) -> Result<UpstreamResponse, FetchError> {
+        // The wait before the next attempt, in milliseconds, for its span.
+        let backoff_ms = AtomicU64::new(0);
         Retry::new(self.backoff)
             .deadline(deadline)
             .run(
-                |_| self.attempt(request, priority, deadline, is_failure, observer),
+                |made| {
+                    let backoff = Duration::from_millis(backoff_ms.load(Ordering::Relaxed));
+                    self.attempt(request, priority, deadline, is_failure, observer)
+                        .instrument(trace::attempt_span(&self.url, made + 1, backoff))
+                },
                 |result| match result {
                     Ok(Attempt::Answer(_)) => Verdict::Stop,
                     // The budget slowed down (and paused for a
@@ -256,7 +265,9 @@ impl Upstream {
                     // previous attempt's result says more than the refusal.
                     Err(_) => Verdict::Discard,
                 },
-                |result, _| {
+                |result, retrying| {
+                    let delay = u64::try_from(retrying.delay.as_millis()).unwrap_or(u64::MAX);
+                    backoff_ms.store(delay, Ordering::Relaxed);
                     observer.retry(match result {
                         Ok(
                             Attempt::Failed(answer)
@@ -290,6 +301,7 @@ impl Upstream {
         observer: &dyn Observer,
     ) -> Result<UpstreamResponse, FetchError> {
         self.attempt(request, Priority::Caller, deadline, is_failure, observer)
+            .instrument(trace::attempt_span(&self.url, 1, Duration::ZERO))
             .await
             .map(Attempt::into_answer)
     }
@@ -302,28 +314,37 @@ impl Upstream {
         is_failure: &(dyn Fn(&UpstreamResponse) -> bool + Sync),
         observer: &dyn Observer,
     ) -> Result<Attempt, FetchError> {
-        let permit = self
-            .breaker
-            .admit(Instant::now())
-            .map_err(|retry_after| FetchError::CircuitOpen { retry_after })?;
-        match self.budget.acquire(priority, deadline).await {
+        let permit = self.breaker.admit(Instant::now()).map_err(|retry_after| {
+            trace::record_refused("circuit_open");
+            FetchError::CircuitOpen { retry_after }
+        })?;
+        let acquired = self
+            .budget
+            .acquire(priority, deadline)
+            .instrument(trace::budget_wait_span(priority))
+            .await;
+        match acquired {
             Ok(waited) if !waited.is_zero() => observer.budget_wait(waited),
             Ok(_) => {}
             Err(retry_after) => {
                 observer.budget_rejected();
                 // Not the upstream's fault: leave the breaker as it was.
                 self.breaker.record(permit, true, Instant::now());
+                trace::record_refused("budget_exhausted");
                 return Err(FetchError::BudgetExhausted { retry_after });
             }
         }
         let started = Instant::now();
         let remaining = deadline.saturating_duration_since(started);
+        // The trace context goes on the copy sent, never on what was keyed.
+        let mut headers = request.headers.clone();
+        trace::inject_current(&mut headers);
         let sent = tokio::time::timeout(
             remaining,
             self.client.send(UpstreamRequest {
                 url: &self.url,
                 query: request.query.as_deref(),
-                headers: request.headers.clone(),
+                headers,
                 body: request.body.clone(),
             }),
         )
@@ -334,6 +355,7 @@ impl Upstream {
             ))
         });
         let now = Instant::now();
+        trace::record_attempt(&sent);
         observer.attempt(sent.as_ref().ok().map(|a| a.status), now - started);
         let outcome = match sent {
             Ok(answer)

@@ -7,6 +7,7 @@ use std::fmt;
 use clap::parser::ValueSource;
 use clap::{Arg, ArgMatches, Args, Command, FromArgMatches};
 
+use crate::environment::Environment;
 use crate::settings::declarations::{CONFIG, LOGGING, SERVE};
 use crate::settings::draft::{Draft, LogSettings};
 use crate::settings::error::{SettingsError, invalid};
@@ -179,12 +180,13 @@ pub struct LogArgs {
 }
 
 impl LogArgs {
-    /// The logging settings: flag, then variable, then default.
+    /// The logging settings: flag, then variable, then `RUST_LOG` (for
+    /// the filter), then default.
     ///
     /// # Errors
     /// A value that is not valid.
-    pub fn settings(&self) -> Result<LogSettings, SettingsError> {
-        let mut draft = Draft::default();
+    pub fn settings(&self, env: &impl Environment) -> Result<LogSettings, SettingsError> {
+        let mut draft = Draft::from_environment(env);
         for setting in LOGGING {
             self.given.apply(setting, &mut draft)?;
         }

@@ -283,7 +283,8 @@ pub const LOG: Setting<String> = Setting {
     env: "TOKENCACHE_LOG",
     file: FileKey::Top("log"),
     help: "Log filter, in `tracing` syntax: a level (`info`, `debug`) or \
-           per-module directives (`info,tokencache_proxy=debug`).",
+           per-module directives (`info,tokencache_proxy=debug`). \
+           Without it (flag, variable or file key), RUST_LOG is read.",
     unset: "",
     secret: false,
     get: |d| Some(d.log.filter.clone()),

@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokencache_core::MinRemaining;
 use tokencache_proxy::{BudgetConfig, CognitoIdpConfig, Limits, ProxyConfig};
 
+use crate::environment::Environment;
 use crate::settings::value::{LogFormat, WorkerThreads};
 use crate::store::StoreSettings;
 
@@ -77,6 +78,24 @@ pub struct Draft {
     pub workers: WorkerThreads,
     /// Logging.
     pub log: LogSettings,
+}
+
+impl Draft {
+    /// The defaults, with what the environment says in place of the
+    /// binary's own where a convention beyond tokencache's names exists:
+    /// the log filter is `RUST_LOG` when set (Rust's usual variable, read
+    /// only when `--log`, `TOKENCACHE_LOG` and the file's `log` are not
+    /// given, as each of those overwrites it).
+    pub fn from_environment(env: &impl Environment) -> Self {
+        let mut draft = Self::default();
+        if let Some(filter) = env
+            .var("RUST_LOG")
+            .filter(|filter| !filter.trim().is_empty())
+        {
+            draft.log.filter = filter;
+        }
+        draft
+    }
 }
 
 impl Default for Draft {

@@ -76,7 +76,7 @@ impl ServeSettings {
         file: FileConfig,
         env: &impl Environment,
     ) -> Result<Self, SettingsError> {
-        let mut draft = Draft::default();
+        let mut draft = Draft::from_environment(env);
         for setting in &SERVE {
             if !args.given.apply(*setting, &mut draft)? {
                 file.apply(*setting, &mut draft)?;
@@ -559,6 +559,35 @@ mod tests {
         .unwrap_err();
         assert!(error.to_string().contains("32 bytes"), "{error}");
         assert!(!error.to_string().contains("c2hvcnQ"));
+    }
+
+    #[test]
+    fn rust_log_is_the_filter_unless_a_setting_gives_one() {
+        let upstream = ["--upstream", "https://idp.example/t"];
+        let filter = |args: &[&str], file_text: &str, rust_log: Option<&str>| {
+            let mut env = no_env();
+            if let Some(rust_log) = rust_log {
+                env.insert("RUST_LOG".into(), rust_log.into());
+            }
+            let mut argv = upstream.to_vec();
+            argv.extend_from_slice(args);
+            ServeSettings::resolve(serve_args(&argv), file(file_text), &env)
+                .unwrap()
+                .log
+                .filter
+        };
+        assert_eq!(filter(&[], "", None), "info");
+        assert_eq!(
+            filter(&[], "", Some("tokencache_proxy=debug")),
+            "tokencache_proxy=debug"
+        );
+        assert_eq!(
+            filter(&[], "", Some(" ")),
+            "info",
+            "a blank RUST_LOG is unset"
+        );
+        assert_eq!(filter(&["--log", "warn"], "", Some("debug")), "warn");
+        assert_eq!(filter(&[], "log = \"error\"", Some("debug")), "error");
     }
 
     #[test]
