@@ -28,6 +28,14 @@ static METADATA: Metadata<'static> =
 
 const UPSTREAM_LATENCY: &str = "tokencache_upstream_request_duration_seconds";
 const BUDGET_WAIT: &str = "tokencache_budget_wait_seconds";
+const STORE_LATENCY: &str = "tokencache_store_operation_duration_seconds";
+
+/// Shared-store operations: Redis answers in a fraction of a millisecond,
+/// DynamoDB in a few; the tail up to the operation timeout is what an
+/// operator looks for.
+const STORE_LATENCY_BUCKETS: [f64; 11] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+];
 
 /// Upstream latency buckets: Cognito answers in tens of milliseconds; the
 /// long tail up to the request timeout is what an operator looks for.
@@ -243,6 +251,59 @@ impl GroupGauges {
     }
 }
 
+/// The shared store's health as the status page shows it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct StoreHealth {
+    /// Operations since start.
+    pub(crate) operations: u64,
+    /// Of them, those that failed or timed out.
+    pub(crate) errors: u64,
+    /// Recent latency (an exponentially weighted mean over about the last
+    /// twenty operations), in milliseconds; `None` before the first.
+    pub(crate) recent_latency_ms: Option<f64>,
+}
+
+/// Counts behind [`StoreHealth`]: atomics, updated without a lock (two
+/// operations racing on the mean lose one sample, which a mean can spare).
+#[derive(Debug, Default)]
+struct StoreHealthRecorder {
+    operations: AtomicU64,
+    errors: AtomicU64,
+    /// f64 bits of the mean in milliseconds; 0 bits before the first.
+    recent_latency_ms: AtomicU64,
+}
+
+impl StoreHealthRecorder {
+    /// The weight of the newest operation in the mean.
+    const WEIGHT: f64 = 0.05;
+
+    fn record(&self, elapsed: Duration, succeeded: bool) {
+        let first = self.operations.fetch_add(1, Ordering::Relaxed) == 0;
+        if !succeeded {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        let millis = elapsed.as_secs_f64() * 1000.0;
+        let mean = if first {
+            millis
+        } else {
+            let before = f64::from_bits(self.recent_latency_ms.load(Ordering::Relaxed));
+            before + (millis - before) * Self::WEIGHT
+        };
+        self.recent_latency_ms
+            .store(mean.to_bits(), Ordering::Relaxed);
+    }
+
+    fn read(&self) -> StoreHealth {
+        let operations = self.operations.load(Ordering::Relaxed);
+        StoreHealth {
+            operations,
+            errors: self.errors.load(Ordering::Relaxed),
+            recent_latency_ms: (operations > 0)
+                .then(|| f64::from_bits(self.recent_latency_ms.load(Ordering::Relaxed))),
+        }
+    }
+}
+
 /// What every clone of [`ProxyMetrics`] shares.
 struct Registry {
     handle: PrometheusHandle,
@@ -252,6 +313,8 @@ struct Registry {
     routes: Mutex<Vec<Arc<RouteMetrics>>>,
     /// Every budget group's gauges.
     groups: OnceLock<Vec<GroupGauges>>,
+    /// The shared store's operations, for the status page.
+    store_health: StoreHealthRecorder,
     negative_hits: Counter,
     breaker_rejections: Counter,
     store_unreadable: Counter,
@@ -309,6 +372,12 @@ impl ProxyMetrics {
                 builder
                     .set_buckets_for_metric(Matcher::Full(BUDGET_WAIT.into()), &BUDGET_WAIT_BUCKETS)
             })
+            .and_then(|builder| {
+                builder.set_buckets_for_metric(
+                    Matcher::Full(STORE_LATENCY.into()),
+                    &STORE_LATENCY_BUCKETS,
+                )
+            })
             // Only an empty bucket list is refused, and these are not.
             .unwrap_or_else(|_| PrometheusBuilder::new())
             .build_recorder();
@@ -334,6 +403,7 @@ impl ProxyMetrics {
             handle: recorder.handle(),
             routes: Mutex::default(),
             groups: OnceLock::new(),
+            store_health: StoreHealthRecorder::default(),
             negative_hits: plain("tokencache_negative_cache_hits_total"),
             breaker_rejections: plain("tokencache_breaker_rejections_total"),
             store_unreadable: plain("tokencache_store_unreadable_total"),
@@ -440,6 +510,25 @@ impl ProxyMetrics {
     }
 
     /// A shared-store operation failed.
+    /// A shared-store operation took `elapsed` and `succeeded` (or failed,
+    /// or timed out): its latency, by operation, and the status page's
+    /// running figures.
+    pub(crate) fn store_operation(&self, op: &'static str, elapsed: Duration, succeeded: bool) {
+        let key = Key::from_parts(STORE_LATENCY, vec![Label::from_static_parts("op", op)]);
+        // Off the hit path (misses, and a memory entry's occasional look
+        // at the store): the lookup by name costs nothing that shows.
+        self.registry
+            .recorder
+            .register_histogram(&key, &METADATA)
+            .record(elapsed.as_secs_f64());
+        self.registry.store_health.record(elapsed, succeeded);
+    }
+
+    /// The shared store's latency and errors, for the status page.
+    pub(crate) fn store_health(&self) -> StoreHealth {
+        self.registry.store_health.read()
+    }
+
     pub(crate) fn store_error(&self, op: &'static str) {
         let key = Key::from_parts(
             "tokencache_store_errors_total",
@@ -694,6 +783,13 @@ fn describe(recorder: &PrometheusRecorder) {
     counter(
         "tokencache_store_errors_total",
         "Shared-store operations that failed or timed out, by operation; the proxy carried on without the store.",
+    );
+    recorder.describe_histogram(
+        KeyName::from_const_str(STORE_LATENCY),
+        Some(Unit::Seconds),
+        help(
+            "Time shared-store operations took (failed and timed-out ones included), by operation.",
+        ),
     );
     counter(
         "tokencache_store_unreadable_total",

@@ -198,7 +198,14 @@ impl SharedTier {
     ) -> Option<T> {
         let span = spans::store_operation(self.name(), op);
         let timed = tokio::time::timeout(limit, future).instrument(span.clone());
-        let result = match timed.await {
+        let started = tokio::time::Instant::now();
+        let answered = timed.await;
+        self.metrics.store_operation(
+            op,
+            started.elapsed(),
+            answered.as_ref().is_ok_and(Result::is_ok),
+        );
+        let result = match answered {
             Ok(result) => result,
             Err(_) => Err(StoreError::Unavailable(format!(
                 "no answer within {limit:?}"

@@ -182,10 +182,14 @@ impl StatusBoard {
             }),
             shared_store: cache.tier().map(|tier| {
                 let trouble = tier.trouble();
+                let health = metrics.store_health();
                 StoreStatus {
                     kind: tier.name(),
                     healthy: trouble.is_none(),
                     trouble,
+                    operations: health.operations,
+                    errors: health.errors,
+                    latency_ms: health.recent_latency_ms,
                 }
             }),
         }
@@ -445,6 +449,12 @@ struct StoreStatus {
     healthy: bool,
     /// What is wrong, when something is (an error kind, never a secret).
     trouble: Option<String>,
+    /// Operations since start, and of them those that failed or timed out.
+    operations: u64,
+    errors: u64,
+    /// Recent latency (a mean weighted to the last twenty or so
+    /// operations); `None` before the first.
+    latency_ms: Option<f64>,
 }
 
 #[cfg(test)]

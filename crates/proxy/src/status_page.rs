@@ -178,7 +178,9 @@ function render(s) {
   const store = $("store");
   if (s.shared_store) {
     const st = s.shared_store;
-    store.textContent = st.kind + ": " + (st.healthy ? "healthy" : "degraded" + (st.trouble ? " (" + st.trouble + ")" : ""));
+    store.textContent = st.kind + ": " + (st.healthy ? "healthy" : "degraded" + (st.trouble ? " (" + st.trouble + ")" : ""))
+      + " · " + (st.latency_ms == null ? "no operation yet" : st.latency_ms.toFixed(st.latency_ms < 10 ? 2 : 0) + " ms recent latency")
+      + " · " + num(st.errors) + " errors of " + num(st.operations) + " operations";
     store.className = st.healthy ? "healthy" : "degraded";
   }
 }

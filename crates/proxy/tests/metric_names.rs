@@ -10,8 +10,12 @@ use std::process::{Command, Stdio};
 use tokencache_mock_idp::MockIdpConfig;
 use tokencache_test_support::{ManualClock, MockIdpServer, ProxyServer};
 
-/// Exported only once it has something to count: a failed store operation.
-const ONLY_AFTER_AN_EVENT: [&str; 1] = ["tokencache_store_errors_total"];
+/// Exported only once they have something to count: a store operation,
+/// a failed one.
+const ONLY_AFTER_AN_EVENT: [&str; 2] = [
+    "tokencache_store_errors_total",
+    "tokencache_store_operation_duration_seconds",
+];
 
 /// The metric names (histograms by their base name) of a Prometheus text.
 fn exported(metrics: &str) -> BTreeSet<String> {

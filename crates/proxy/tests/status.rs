@@ -7,6 +7,7 @@
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -258,4 +259,47 @@ async fn chromium_renders_the_numbers_of_metrics() {
         assert!(!dom.contains(token.as_str()));
     }
     assert!(std::fs::metadata(&screenshot).is_ok_and(|file| file.len() > 1000));
+}
+
+/// With a shared store, the page shows its kind, health, latency and
+/// errors, and the budget group the fleet shares.
+#[tokio::test]
+async fn the_shared_store_and_the_fleet_budget_are_shown() {
+    use tokencache_memory_store::InProcessSharedStore;
+    use tokencache_test_support::fleet::replica;
+
+    let idp = MockIdpServer::start(MockIdpConfig::default()).await;
+    let store = Arc::new(InProcessSharedStore::new(Arc::new(
+        tokencache_core::SystemClock,
+    )));
+    let proxy = replica(&idp, store).await;
+    let (status, _, _) = answer_of(
+        proxy
+            .token_request(
+                "demo-client",
+                "demo-secret",
+                "grant_type=client_credentials",
+            )
+            .await,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let status: Value = get(&proxy, "/status.json").await.json().await.unwrap();
+    let store = &status["shared_store"];
+    assert_eq!(store["kind"], "in-process");
+    assert_eq!(store["healthy"], true);
+    assert!(store["operations"].as_u64().unwrap() >= 2, "{store}");
+    assert_eq!(store["errors"], 0);
+    assert!(store["latency_ms"].as_f64().unwrap() >= 0.0);
+    let group = &status["budget_groups"][0];
+    assert_eq!(
+        (group["shared"].as_bool(), group["fallback"].as_bool()),
+        (Some(true), Some(false))
+    );
+    assert_eq!(group["slots"], 1);
+    let metrics = proxy.metrics().await;
+    assert!(
+        metrics.contains(r#"tokencache_store_operation_duration_seconds_count{op="get"}"#),
+        "{metrics}"
+    );
 }
