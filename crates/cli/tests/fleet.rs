@@ -12,53 +12,20 @@ use base64::Engine as _;
 use serde_json::Value;
 use tokencache_test_support::moto::MotoServer;
 
-use common::{BIN, Running, log_field, start_mock_idp};
+use common::{BIN, Running, aws_env, start_mock_idp};
 
 const KEY: [u8; 32] = [0x5a; 32];
 
-/// AWS settings pointing at moto, for the child processes only.
-fn aws_env(command: &mut Command, moto: &MotoServer) {
-    command
-        .env("AWS_ENDPOINT_URL", moto.endpoint_url())
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env_remove("AWS_PROFILE");
-}
-
+/// A replica with the fleet's key and admin token.
 fn replica(
     store: &str,
     idp_url: &str,
     configure: impl Fn(&mut Command),
 ) -> (Running, String, String) {
-    let mut command = Command::new(BIN);
-    command
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-        ])
-        .args([
-            "--log-format",
-            "json",
-            "--upstream",
-            idp_url,
-            "--store",
-            store,
-        ])
-        .env(
-            "TOKENCACHE_ENCRYPTION_KEY",
-            base64::engine::general_purpose::STANDARD.encode(KEY),
-        )
-        .env("TOKENCACHE_ADMIN_TOKEN", "fleet-admin");
-    configure(&mut command);
-    let mut running = Running::start(&mut command);
-    let line = running.wait_for_line("tokencache serving");
-    let url = format!("http://{}/oauth2/token", log_field(&line, "listen"));
-    let admin = format!("http://{}", log_field(&line, "admin"));
-    (running, url, admin)
+    common::replica(store, idp_url, KEY, &|command: &mut Command| {
+        command.env("TOKENCACHE_ADMIN_TOKEN", "fleet-admin");
+        configure(command);
+    })
 }
 
 async fn token(url: &str) -> (String, Value) {

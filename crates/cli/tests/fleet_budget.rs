@@ -15,13 +15,12 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine as _;
 use serde_json::Value;
 use tokencache_test_support::answers::metric;
 use tokencache_test_support::moto::MotoServer;
 use tokencache_test_support::redis::RedisServer;
 
-use common::{BIN, Running, log_field, start_mock_idp};
+use common::{BIN, Running, aws_env, start_mock_idp};
 
 /// One test at a time (see the module docs).
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -38,36 +37,16 @@ struct Replica {
 }
 
 fn replica(store: &str, idp_url: &str, configure: &dyn Fn(&mut Command)) -> Replica {
-    let mut command = Command::new(BIN);
-    command
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-        ])
-        .args([
-            "--log-format",
-            "json",
-            "--upstream",
-            idp_url,
-            "--store",
-            store,
-        ])
-        // Callers that queue for a slow budget wait for it.
-        .args(["--load-deadline", "40s"])
-        .env(
-            "TOKENCACHE_ENCRYPTION_KEY",
-            base64::engine::general_purpose::STANDARD.encode(KEY),
-        );
-    configure(&mut command);
-    let mut process = Running::start(&mut command);
-    let line = process.wait_for_line("tokencache serving");
+    let (process, token_url, admin_url) =
+        common::replica(store, idp_url, KEY, &|command: &mut Command| {
+            // Callers that queue for a slow budget wait for it.
+            command.args(["--load-deadline", "40s"]);
+            configure(command);
+        });
     Replica {
-        token_url: format!("http://{}/oauth2/token", log_field(&line, "listen")),
-        admin_url: format!("http://{}", log_field(&line, "admin")),
         _process: process,
+        token_url,
+        admin_url,
     }
 }
 
@@ -255,16 +234,6 @@ async fn three_replicas_on_one_redis_keep_one_budget() {
         idp_limit: 50,
     };
     three_replicas_keep_one_budget(&redis.url(), &burst, &|_| {}).await;
-}
-
-/// AWS settings pointing at moto, for the child processes only.
-fn aws_env(command: &mut Command, moto: &MotoServer) {
-    command
-        .env("AWS_ENDPOINT_URL", moto.endpoint_url())
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env_remove("AWS_PROFILE");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

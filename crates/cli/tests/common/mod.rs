@@ -119,3 +119,53 @@ pub fn start_mock_idp() -> (Running, String) {
     let url = log_field(&line, "token_url");
     (idp, url)
 }
+
+/// AWS settings pointing at moto, for the child processes only.
+pub fn aws_env(command: &mut Command, moto: &tokencache_test_support::moto::MotoServer) {
+    command
+        .env("AWS_ENDPOINT_URL", moto.endpoint_url())
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env_remove("AWS_PROFILE");
+}
+
+/// A `tokencache serve` replica of a fleet sharing `store`, sealing with
+/// `key`, in front of `idp_url`, with `configure`'s extra settings; the
+/// process, its token URL and its admin URL.
+pub fn replica(
+    store: &str,
+    idp_url: &str,
+    key: [u8; 32],
+    configure: &dyn Fn(&mut Command),
+) -> (Running, String, String) {
+    use base64::Engine as _;
+
+    let mut command = Command::new(BIN);
+    command
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .args([
+            "--log-format",
+            "json",
+            "--upstream",
+            idp_url,
+            "--store",
+            store,
+        ])
+        .env(
+            "TOKENCACHE_ENCRYPTION_KEY",
+            base64::engine::general_purpose::STANDARD.encode(key),
+        );
+    configure(&mut command);
+    let mut running = Running::start(&mut command);
+    let line = running.wait_for_line("tokencache serving");
+    let url = format!("http://{}/oauth2/token", log_field(&line, "listen"));
+    let admin = format!("http://{}", log_field(&line, "admin"));
+    (running, url, admin)
+}
