@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::outcome::{OUTCOMES, Outcome};
+use crate::striped::thread_cell;
 
 /// The metric's name.
 pub(crate) const NAME: &str = "tokencache_request_duration_seconds";
@@ -51,9 +52,19 @@ struct Series {
 }
 
 /// The answer latencies of one route, by outcome.
+/// Stripes of the series, one per few threads: every hit adds to one
+/// bucket and the sum, and with one set of counters the cores would pass
+/// those cache lines back and forth on every request.
+const STRIPES: usize = 4;
+
+/// One thread's set of series, on cache lines of its own.
+#[repr(align(128))]
+#[derive(Default)]
+struct Stripe([Series; OUTCOMES]);
+
 #[derive(Default)]
 pub(crate) struct AnswerLatency {
-    series: [Series; OUTCOMES],
+    stripes: [Stripe; STRIPES],
 }
 
 impl std::fmt::Debug for AnswerLatency {
@@ -66,7 +77,7 @@ impl AnswerLatency {
     /// Counts one answer.
     pub(crate) fn record(&self, outcome: Outcome, elapsed: Duration) {
         let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
-        let series = &self.series[outcome.index()];
+        let series = &self.stripes[thread_cell() % STRIPES].0[outcome.index()];
         let bucket = BOUNDS_NANOS.partition_point(|bound| *bound < nanos);
         series.buckets[bucket].fetch_add(1, Ordering::Relaxed);
         series.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
@@ -77,22 +88,28 @@ impl AnswerLatency {
     #[allow(clippy::cast_precision_loss)] // durations far below 2^53 ns
     pub(crate) fn render(&self, route: &str, out: &mut String) {
         for outcome in Outcome::ALL {
-            let series = &self.series[outcome.index()];
+            let stripes = self.stripes.iter().map(|stripe| &stripe.0[outcome.index()]);
             let labels = format!(
                 "outcome=\"{}\",route=\"{}\"",
                 outcome.label(),
                 escape(route)
             );
             let mut cumulative = 0u64;
-            for (index, cell) in series.buckets.iter().enumerate() {
-                cumulative += cell.load(Ordering::Relaxed);
+            for index in 0..=BOUNDS.len() {
+                cumulative += stripes
+                    .clone()
+                    .map(|series| series.buckets[index].load(Ordering::Relaxed))
+                    .sum::<u64>();
                 let le = BOUNDS
                     .get(index)
                     .map_or_else(|| "+Inf".to_owned(), f64::to_string);
                 // Writing to a String cannot fail.
                 let _ = writeln!(out, "{NAME}_bucket{{{labels},le=\"{le}\"}} {cumulative}");
             }
-            let sum = series.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+            let sum = stripes
+                .map(|series| series.sum_nanos.load(Ordering::Relaxed))
+                .sum::<u64>() as f64
+                / 1e9;
             let _ = writeln!(out, "{NAME}_sum{{{labels}}} {sum}");
             let _ = writeln!(out, "{NAME}_count{{{labels}}} {cumulative}");
         }
@@ -142,6 +159,29 @@ mod tests {
         ));
         assert!(text.contains(
             "tokencache_request_duration_seconds_bucket{outcome=\"miss\",route=\"/t\",le=\"+Inf\"} 1\n"
+        ));
+    }
+
+    #[test]
+    fn every_threads_answers_are_counted() {
+        let latency = std::sync::Arc::new(AnswerLatency::default());
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let latency = std::sync::Arc::clone(&latency);
+                std::thread::spawn(move || {
+                    for _ in 0..100 {
+                        latency.record(Outcome::Hit, Duration::from_micros(20));
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        let mut text = String::new();
+        latency.render("/t", &mut text);
+        assert!(text.contains(
+            "tokencache_request_duration_seconds_count{outcome=\"hit\",route=\"/t\"} 800\n"
         ));
     }
 

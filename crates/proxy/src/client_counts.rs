@@ -8,19 +8,52 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use arc_swap::ArcSwap;
+
+use crate::striped::thread_cell;
 
 /// Client ids tracked at most; later ones are not counted.
 pub(crate) const MAX_CLIENTS: usize = 1000;
 
-/// Shards, so that clients counted at once on different threads seldom
-/// share a lock.
-const SHARDS: usize = 16;
+/// Stripes of each client's counters: with one pair, two cores counting
+/// the same client (the usual case: one service, many replicas of it)
+/// would pass its cache line back and forth on every request.
+const STRIPES: usize = 4;
+
+/// One stripe of a client's counters, on a cache line of its own.
+#[repr(align(128))]
+#[derive(Default)]
+struct Stripe {
+    requests: AtomicU64,
+    saved: AtomicU64,
+}
 
 #[derive(Default)]
 struct Counts {
-    requests: AtomicU64,
-    saved: AtomicU64,
+    stripes: [Stripe; STRIPES],
+}
+
+impl Counts {
+    fn add(&self, saved: bool) {
+        let stripe = &self.stripes[thread_cell() % STRIPES];
+        stripe.requests.fetch_add(1, Ordering::Relaxed);
+        if saved {
+            stripe.saved.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn sum(&self) -> (u64, u64) {
+        self.stripes
+            .iter()
+            .fold((0, 0), |(requests, saved), stripe| {
+                (
+                    requests + stripe.requests.load(Ordering::Relaxed),
+                    saved + stripe.saved.load(Ordering::Relaxed),
+                )
+            })
+    }
 }
 
 /// One client's counts.
@@ -34,10 +67,19 @@ pub(crate) struct ClientCount {
     pub(crate) saved: u64,
 }
 
-/// Requests per client id, sharded.
+type Table = HashMap<Box<str>, Arc<Counts>>;
+
+/// Requests per client id.
+///
+/// Counting a known client reads a snapshot of the table (no lock, no
+/// write to a shared line) and adds to this thread's stripe. A new client
+/// (at most [`MAX_CLIENTS`] of them, ever) copies the table under a lock
+/// and publishes the copy.
 #[derive(Default)]
 pub(crate) struct ClientCounts {
-    shards: [RwLock<HashMap<Box<str>, Counts>>; SHARDS],
+    table: ArcSwap<Table>,
+    /// Held while a new client is added, so two additions do not lose one.
+    adding: Mutex<()>,
     tracked: AtomicUsize,
 }
 
@@ -53,56 +95,45 @@ impl ClientCounts {
     /// Counts one request of `client_id`; `saved` when it did not go
     /// upstream.
     pub(crate) fn record(&self, client_id: &str, saved: bool) {
-        let shard = &self.shards[shard_of(client_id)];
-        let add = |counts: &Counts| {
-            counts.requests.fetch_add(1, Ordering::Relaxed);
-            if saved {
-                counts.saved.fetch_add(1, Ordering::Relaxed);
-            }
-        };
-        // A known client: a read lock and two atomic adds, no allocation.
-        if let Some(counts) = shard
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(client_id)
-        {
-            add(counts);
+        if let Some(counts) = self.table.load().get(client_id) {
+            counts.add(saved);
             return;
         }
         if self.tracked.load(Ordering::Relaxed) >= MAX_CLIENTS {
             return;
         }
-        let mut shard = shard.write().unwrap_or_else(PoisonError::into_inner);
-        if !shard.contains_key(client_id) {
-            // Checked again under the lock: another thread may have filled
-            // the table meanwhile (the cap may be passed by a few, no more).
-            if self.tracked.fetch_add(1, Ordering::Relaxed) >= MAX_CLIENTS {
-                self.tracked.fetch_sub(1, Ordering::Relaxed);
-                return;
+        let _adding = self.adding.lock().unwrap_or_else(PoisonError::into_inner);
+        let table = self.table.load_full();
+        // Looked up again under the lock: another thread may have added
+        // it, or filled the table, meanwhile.
+        let counts = match table.get(client_id) {
+            Some(counts) => Arc::clone(counts),
+            None if table.len() >= MAX_CLIENTS => return,
+            None => {
+                let counts = Arc::new(Counts::default());
+                let mut grown = Table::clone(&table);
+                grown.insert(client_id.into(), Arc::clone(&counts));
+                self.tracked.store(grown.len(), Ordering::Relaxed);
+                self.table.store(Arc::new(grown));
+                counts
             }
-            shard.insert(client_id.into(), Counts::default());
-        }
-        if let Some(counts) = shard.get(client_id) {
-            add(counts);
-        }
+        };
+        counts.add(saved);
     }
 
     /// The `n` clients with the most requests, most first.
     pub(crate) fn busiest(&self, n: usize) -> Vec<ClientCount> {
         let mut all: Vec<ClientCount> = self
-            .shards
+            .table
+            .load()
             .iter()
-            .flat_map(|shard| {
-                shard
-                    .read()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .iter()
-                    .map(|(client_id, counts)| ClientCount {
-                        client_id: client_id.to_string(),
-                        requests: counts.requests.load(Ordering::Relaxed),
-                        saved: counts.saved.load(Ordering::Relaxed),
-                    })
-                    .collect::<Vec<_>>()
+            .map(|(client_id, counts)| {
+                let (requests, saved) = counts.sum();
+                ClientCount {
+                    client_id: client_id.to_string(),
+                    requests,
+                    saved,
+                }
             })
             .collect();
         all.sort_by(|a, b| {
@@ -113,18 +144,6 @@ impl ClientCounts {
         all.truncate(n);
         all
     }
-}
-
-/// FNV-1a: a client id's shard (any spread will do; no hashing DoS matters
-/// with 16 shards of at most 1000 ids in all).
-fn shard_of(client_id: &str) -> usize {
-    let hash = client_id
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
-            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
-        });
-    // The remainder is below SHARDS, so it fits.
-    usize::try_from(hash % SHARDS as u64).unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -583,7 +583,9 @@ impl ProxyMetrics {
     pub(crate) fn client(&self, client_id: &str, headers: &http::HeaderMap) {
         if let Some(clients) = self.registry.clients.get() {
             let outcome = Outcome::of_cache_status(
-                headers.get("cache-status").map(http::HeaderValue::as_bytes),
+                headers
+                    .get(&crate::cache_status::CACHE_STATUS)
+                    .map(http::HeaderValue::as_bytes),
             );
             clients.record(client_id, outcome.is_saved());
         }

@@ -39,7 +39,9 @@ impl StripedCounter {
 }
 
 /// This thread's cell: threads take cells in turn as they first count.
-fn thread_cell() -> usize {
+/// This thread's stripe of `CELLS`: threads take them in turn, so a few
+/// busy threads seldom share one.
+pub(crate) fn thread_cell() -> usize {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     thread_local! {
         static CELL: usize = NEXT.fetch_add(1, Ordering::Relaxed) % CELLS;
