@@ -159,12 +159,14 @@ fn assert_all_got_a_token(statuses: &[u16], stats: &Value) {
 }
 
 /// How hard a fleet test pushes: cold keys at once, the group's rate and
-/// burst, and the IdP's own limit above them.
+/// burst, and the IdP's own limit above them; and how late a replica may
+/// send for its slot (see [`three_replicas_keep_one_budget`]).
 struct Burst {
     keys: usize,
     rate: u64,
     burst: u64,
     idp_limit: u64,
+    late: Duration,
 }
 
 /// `burst.keys` cold keys spread over three replicas, one group: every
@@ -192,11 +194,20 @@ async fn three_replicas_keep_one_budget(
     assert_all_got_a_token(&statuses, &stats);
     assert_eq!(stats["throttled"], 0, "{stats}");
     let peak = stats["peak_per_second"].as_u64().unwrap();
-    // The rate and the burst, and one: a window of one second can hold a
-    // slot at each end, give or take a millisecond of the network.
+    // The store decides every slot on one clock, and a replica sends when
+    // the store's answer is back: late by that answer's latency (and the
+    // machine's scheduling), never early. So a second as the IdP sees it
+    // holds at most the slots of a second and that lateness: the burst,
+    // and the rate over `1 s + late`.
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss
+    )]
+    let bound = burst.burst + (burst.rate as f64 * (1.0 + burst.late.as_secs_f64())).ceil() as u64;
     assert!(
-        peak <= burst.rate + burst.burst + 1,
-        "the IdP saw {peak} requests in one second: {stats}"
+        peak <= bound,
+        "the IdP saw {peak} requests in one second (at most {bound}): {stats}"
     );
     // Every replica took its part of the slots from the shared budget.
     let mut slots = 0;
@@ -227,11 +238,14 @@ async fn three_replicas_keep_one_budget(
 async fn three_replicas_on_one_redis_keep_one_budget() {
     let _one = ONE_AT_A_TIME.lock().await;
     let redis = RedisServer::start();
+    // Redis answers in a tenth of a millisecond; the rest is three
+    // replicas, 600 connections and the IdP sharing two cores.
     let burst = Burst {
         keys: 600,
         rate: 40,
         burst: 10,
         idp_limit: 50,
+        late: Duration::from_millis(100),
     };
     three_replicas_keep_one_budget(&redis.url(), &burst, &|_| {}).await;
 }
@@ -255,11 +269,13 @@ async fn three_replicas_on_one_dynamodb_table_keep_one_budget() {
     // second: the fleet's own cache traffic (a read and a lease per cold
     // key) at a cold start of 600 would time it out. A third of the keys
     // at half the rate: the same property, as long.
+    // (moto's answers take 5 to 100 ms under this load.)
     let burst = Burst {
         keys: 200,
         rate: 20,
         burst: 5,
         idp_limit: 25,
+        late: Duration::from_millis(200),
     };
     three_replicas_keep_one_budget(store, &burst, &configure).await;
 }
