@@ -784,6 +784,10 @@ def traces_table(runs, cfg):
                      f"| {fmt_ms(m['p50'])} | {fmt_ms(m['p99'])} | {m['cpu']:.1f} "
                      f"| {m['rps'] / base['rps']:.2f}× | {m['cpu'] / base['cpu']:.2f}× "
                      f"| {m['exports']:,} · {m['mib']:.1f} | {m['other']:.0f} | {m['errors']} |")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------
 # Scenario 7: the latency a miss pays for a shared budget slot
 
 
