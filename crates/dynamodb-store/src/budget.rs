@@ -490,8 +490,13 @@ impl DynamoDbStore {
                             .as_service_error()
                             .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
                     {
-                        // Someone else created it: count again next beat.
-                        return Ok(1);
+                        // Another replica created it a moment ago: this
+                        // beat counts nothing (the fleet keeps the counts it
+                        // had), the next one writes into the map.
+                        return Err(StoreError::Unavailable(
+                            "dynamodb replicas: the item was being created; counted next beat"
+                                .to_owned(),
+                        ));
                     }
                     Err(create_error) => {
                         return Err(from_sdk("UpdateItem (replicas)", &create_error));
