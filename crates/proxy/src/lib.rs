@@ -69,6 +69,7 @@ mod dialect;
 mod endpoint;
 mod error;
 mod in_flight;
+mod listener;
 mod loader;
 mod metrics;
 mod negative;

@@ -586,8 +586,9 @@ pub const WORKERS: Setting<WorkerThreads> = Setting {
         key: "workers",
         old: None,
     },
-    help: "Threads serving the token listener, each with a runtime of its own accepting from the \
-           same socket: auto (one per core), a count, or 0 for one shared runtime.",
+    help: "Threads serving the token listener, each with a runtime of its own; each new \
+           connection goes to the one serving the fewest: auto (one per core), a count, or 0 for \
+           one shared runtime.",
     unset: "",
     secret: false,
     get: |d| Some(d.workers),
