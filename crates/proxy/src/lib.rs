@@ -89,6 +89,7 @@ mod store_breaker;
 mod striped;
 mod tls;
 mod watchdog;
+mod woken_only;
 
 pub use config::{AdminToken, CognitoIdpConfig, ConfigError, Limits, ProxyConfig, RouteConfig};
 pub use error::ProxyError;

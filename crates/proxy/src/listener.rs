@@ -32,6 +32,7 @@ use crate::in_flight::CountInFlight;
 use crate::metrics::{ConnectionEvent, ProxyMetrics};
 use crate::tls::ReloadableTls;
 use crate::watchdog::{self, Close, IdleRules};
+use crate::woken_only::WokenOnly;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -516,12 +517,14 @@ impl Connection {
     {
         let activity = self.ticket.activity();
         let mut connection = pin!(connection);
-        let watchdog = watchdog::watch(
+        // Polled only when its own timer or signals fire, not on every
+        // readiness of the connection.
+        let watchdog = WokenOnly::new(watchdog::watch(
             activity,
             self.ticks,
             self.limits.idle_rules(),
             stopped(&mut self.stop),
-        );
+        ));
         let reason = tokio::select! {
             result = connection.as_mut() => return result.map_err(Into::into),
             reason = watchdog => reason,
