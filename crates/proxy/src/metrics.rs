@@ -578,15 +578,10 @@ impl ProxyMetrics {
         self.registry.clients.get_or_init(ClientCounts::default);
     }
 
-    /// Counts a cacheable request of `client_id` answered with `headers`,
+    /// Counts a cacheable request of `client_id` answered with `outcome`,
     /// when clients are counted.
-    pub(crate) fn client(&self, client_id: &str, headers: &http::HeaderMap) {
+    pub(crate) fn client(&self, client_id: &str, outcome: Outcome) {
         if let Some(clients) = self.registry.clients.get() {
-            let outcome = Outcome::of_cache_status(
-                headers
-                    .get(&crate::cache_status::CACHE_STATUS)
-                    .map(http::HeaderValue::as_bytes),
-            );
             clients.record(client_id, outcome.is_saved());
         }
     }

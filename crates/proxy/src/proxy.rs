@@ -26,7 +26,7 @@ use crate::metrics::ProxyMetrics;
 use crate::negative::NegativeCache;
 use crate::observe::RouteObserver;
 use crate::route::{Flights, RequestLimits, Route};
-use crate::service::TokenService;
+use crate::service::{TokenService, TowerTokenService};
 use crate::shared_tier::SharedTier;
 use crate::status::StatusBoard;
 
@@ -218,7 +218,7 @@ impl Proxy {
     /// The token endpoints with these request limits (the body timeout and
     /// the header count; connection limits belong to the listener).
     pub fn router_with(&self, limits: &Limits) -> Router {
-        Router::new().fallback_service(self.token_service(limits))
+        Router::new().fallback_service(TowerTokenService::new(self.token_service(limits)))
     }
 
     /// The token listener's service, held to `limits`.

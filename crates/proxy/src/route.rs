@@ -18,7 +18,7 @@ use tracing::Instrument as _;
 
 use crate::answer;
 use crate::cache::TokenCache;
-use crate::cache_status::{CACHE_STATUS, CacheStatus};
+use crate::cache_status::CacheStatus;
 use crate::dialect::Dialect;
 use crate::endpoint::TokenEndpoint;
 use crate::error::ProxyError;
@@ -29,6 +29,19 @@ use crate::spans;
 /// The loads in progress, by key; one table for every route (a key names
 /// its route).
 pub(crate) type Flights = SingleFlight<CacheKey, Arc<LoadOutcome>>;
+
+/// An answer and how the cache took part in it, counted once where the
+/// request ends (rather than read back from the `Cache-Status` header).
+pub(crate) struct Answered {
+    pub(crate) response: Response,
+    pub(crate) outcome: Outcome,
+}
+
+impl Answered {
+    fn new(response: Response, outcome: Outcome) -> Self {
+        Self { response, outcome }
+    }
+}
 
 /// What a route needs from the listener serving it.
 #[derive(Debug, Clone, Copy)]
@@ -95,33 +108,27 @@ impl Route {
     {
         // tokio's clock, not std's: it is the one tests can pause.
         let started = tokio::time::Instant::now();
-        let response = match self.answer_token_request(request, limits).await {
-            Ok(response) => response,
-            Err(error) => {
-                self.metrics.request(Outcome::Error);
+        let answered = self
+            .answer_token_request(request, limits)
+            .await
+            .unwrap_or_else(|error| {
                 if matches!(error, ProxyError::Internal) {
                     tracing::error!(route = %self.path, "internal error answering a token request");
                 } else {
                     tracing::debug!(route = %self.path, %error, "token request rejected");
                 }
-                error.into_response()
-            }
-        };
-        let outcome = Outcome::of_cache_status(
-            response
-                .headers()
-                .get(&CACHE_STATUS)
-                .map(HeaderValue::as_bytes),
-        );
-        self.metrics.answered(outcome, started.elapsed());
-        response
+                Answered::new(error.into_response(), Outcome::Error)
+            });
+        self.metrics.request(answered.outcome);
+        self.metrics.answered(answered.outcome, started.elapsed());
+        answered.response
     }
 
     async fn answer_token_request<B>(
         &self,
         request: http::Request<B>,
         limits: RequestLimits,
-    ) -> Result<Response, ProxyError>
+    ) -> Result<Answered, ProxyError>
     where
         B: http_body::Body<Data = Bytes> + Send + Unpin,
     {
@@ -135,14 +142,16 @@ impl Route {
         )?;
         if !parsed.is_cacheable() {
             drop(parsed);
-            return self.bypass(parts.uri.query(), &parts.headers, body).await;
+            // Boxed: the cold path's state would otherwise make every
+            // request's future larger, and every move of it dearer.
+            return Box::pin(self.bypass(parts.uri.query(), &parts.headers, body)).await;
         }
         let key = self.cache.key(&self.path, &parsed);
-        let answer = self.serve_keyed(key, || Forward::of(&parsed)).await;
-        if let (Ok(response), Some(client_id)) = (&answer, parsed.client_id()) {
-            self.metrics.client(client_id, response.headers());
+        let answered = self.serve_keyed(key, || Forward::of(&parsed)).await;
+        if let (Ok(answered), Some(client_id)) = (&answered, parsed.client_id()) {
+            self.metrics.client(client_id, answered.outcome);
         }
-        answer
+        answered
     }
 
     /// Answers a cacheable request whose key is `key`: from the memory
@@ -154,7 +163,7 @@ impl Route {
         &self,
         key: CacheKey,
         forward: impl FnOnce() -> Result<Forward, ProxyError>,
-    ) -> Result<Response, ProxyError> {
+    ) -> Result<Answered, ProxyError> {
         spans::record_key(&key);
         let cache = &*self.cache;
         let dialect = self.dialect;
@@ -167,27 +176,30 @@ impl Route {
             })
         });
         if let Some(Some(response)) = hit {
-            self.metrics.request(Outcome::Hit);
-            return Ok(response);
+            return Ok(Answered::new(response, Outcome::Hit));
         }
         let cached = cache.memory().get(&key, now);
         if let Some(rejection) = cache.rejection(&key, now) {
-            self.metrics.request(Outcome::Negative);
             self.metrics.negative_hit();
-            return Ok(answer::passed_through(&rejection, CacheStatus::NegativeHit));
+            return Ok(Answered::new(
+                answer::passed_through(&rejection, CacheStatus::NegativeHit),
+                Outcome::Negative,
+            ));
         }
         let forward = forward()?;
         if let Some(token) = cached.filter(|token| token.freshness(now) == Freshness::Aging) {
             self.refresh(key, forward);
-            self.metrics.request(Outcome::Stale);
             let ttl = answer::hit_ttl(&token, now);
-            return Ok(dialect.token(answer::cached(
+            let response = dialect.token(answer::cached(
                 &token,
                 now,
                 CacheStatus::HitRefreshing { ttl },
-            )));
+            ));
+            return Ok(Answered::new(response, Outcome::Stale));
         }
-        self.load(key, forward).await
+        // Boxed: a miss's state (the flight it waits for) would otherwise
+        // make every hit's future larger, and every move of it dearer.
+        Box::pin(self.load(key, forward)).await
     }
 
     /// The load of `key`, started by a caller that waits for it.
@@ -228,7 +240,7 @@ impl Route {
     }
 
     /// A miss: join or start the key's load and answer with its outcome.
-    async fn load(&self, key: CacheKey, forward: Forward) -> Result<Response, ProxyError> {
+    async fn load(&self, key: CacheKey, forward: Forward) -> Result<Answered, ProxyError> {
         let cache = &*self.cache;
         // Re-read under the table's lock: a load puts its token in the
         // store *before* it leaves the table, so a caller that finds
@@ -252,13 +264,11 @@ impl Route {
         let flight = match joined {
             Joined::Found(token) => {
                 let now = cache.now();
-                self.metrics.request(Outcome::Hit);
                 let ttl = answer::hit_ttl(&token, now);
-                return Ok(self.dialect.token(answer::cached(
-                    &token,
-                    now,
-                    CacheStatus::Hit { ttl },
-                )));
+                let response =
+                    self.dialect
+                        .token(answer::cached(&token, now, CacheStatus::Hit { ttl }));
+                return Ok(Answered::new(response, Outcome::Hit));
             }
             Joined::Flight(flight) => flight,
         };
@@ -281,14 +291,14 @@ impl Route {
                 CacheStatus::CollapsedTooLarge,
             )
         };
-        self.metrics.request(match (&*outcome, leader) {
+        let counted = match (&*outcome, leader) {
             (LoadOutcome::Failed(_) | LoadOutcome::Deferred, _) => Outcome::Error,
             (LoadOutcome::FromShared(_), _) => Outcome::Shared,
             (_, true) => Outcome::Miss,
             (_, false) => Outcome::Collapsed,
-        });
+        };
         let dialect = self.dialect;
-        Ok(match &*outcome {
+        let response = match &*outcome {
             LoadOutcome::Stored(fetched) => dialect.token(fetched.answer(now, stored)),
             LoadOutcome::PassThrough(answer) => answer::passed_through(answer, uncacheable),
             LoadOutcome::TooLarge(answer) => answer::passed_through(answer, too_large),
@@ -301,7 +311,8 @@ impl Route {
             // Only background refreshes defer to another replica; a load that
             // a caller waits for never does. Reaching this is a bug.
             LoadOutcome::Deferred => return Err(ProxyError::Internal),
-        })
+        };
+        Ok(Answered::new(response, counted))
     }
 
     /// A request that may not be cached goes upstream as it came, once (an
@@ -312,7 +323,7 @@ impl Route {
         query: Option<&str>,
         headers: &HeaderMap,
         body: Bytes,
-    ) -> Result<Response, ProxyError> {
+    ) -> Result<Answered, ProxyError> {
         let request = FetchRequest {
             query: query.map(str::to_owned),
             headers: tokencache_upstream::forwardable_headers(headers),
@@ -327,8 +338,10 @@ impl Route {
                 tracing::warn!(route = %self.path, %error, "pass-through request failed");
                 ProxyError::from_fetch(error)
             })?;
-        self.metrics.request(Outcome::Bypass);
-        Ok(answer::passed_through(&answer, CacheStatus::Bypass))
+        Ok(Answered::new(
+            answer::passed_through(&answer, CacheStatus::Bypass),
+            Outcome::Bypass,
+        ))
     }
 }
 

@@ -26,12 +26,21 @@ use crate::spans;
 
 type Answer = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
 
+/// A route as one connection holds it. The route is every connection's;
+/// the outer count is this connection's own, so the reference each request
+/// takes for its future is counted on a cache line no other core writes
+/// (one count shared by every connection bounced between the cores on
+/// every request).
+type ConnectionsOwn<T> = Arc<Arc<T>>;
+
 /// Routes token requests to their [`Route`] by exact path.
-#[derive(Clone)]
+///
+/// A clone is one connection's: it holds the same routes through handles
+/// of its own (see [`ConnectionsOwn`]).
 pub(crate) struct TokenService {
-    routes: Arc<[Arc<Route>]>,
+    routes: Box<[ConnectionsOwn<Route>]>,
     /// Cognito's native API, answering `POST /` with `X-Amz-Target`.
-    cognito: Option<Arc<CognitoRoute>>,
+    cognito: Option<ConnectionsOwn<CognitoRoute>>,
     metrics: ProxyMetrics,
     limits: RequestLimits,
     /// Requests with more headers are refused (431). HTTP/1.1's parser
@@ -49,8 +58,8 @@ impl TokenService {
         max_headers: usize,
     ) -> Self {
         Self {
-            routes,
-            cognito,
+            routes: routes.iter().map(own).collect(),
+            cognito: cognito.as_ref().map(own),
             metrics,
             limits,
             max_headers,
@@ -78,7 +87,9 @@ impl TokenService {
             let cognito = Arc::clone(cognito);
             let limits = self.limits;
             let span = spans::token_request(cognito::NAME, path, request.headers());
-            return traced(span, async move { cognito.answer(request, limits).await });
+            return traced(span, move || async move {
+                cognito.answer(request, limits).await
+            });
         }
         // A handful of routes at most: a linear scan beats hashing.
         let Some(route) = self.routes.iter().find(|route| route.path() == path) else {
@@ -90,22 +101,51 @@ impl TokenService {
         let route = Arc::clone(route);
         let limits = self.limits;
         let span = spans::token_request(route.path(), path, request.headers());
-        traced(span, async move { route.answer(request, limits).await })
+        traced(
+            span,
+            move || async move { route.answer(request, limits).await },
+        )
     }
+}
+
+impl Clone for TokenService {
+    fn clone(&self) -> Self {
+        Self {
+            routes: self
+                .routes
+                .iter()
+                .map(|route| own(route.as_ref()))
+                .collect(),
+            cognito: self.cognito.as_ref().map(|cognito| own(cognito.as_ref())),
+            metrics: self.metrics.clone(),
+            limits: self.limits,
+            max_headers: self.max_headers,
+        }
+    }
+}
+
+/// A handle of one's own on a shared `T`.
+fn own<T>(shared: &Arc<T>) -> ConnectionsOwn<T> {
+    Arc::new(Arc::clone(shared))
 }
 
 /// The future of one token request's `answer`: as it is when its span is
 /// disabled (traces off, so the hit path pays for no wrapper), else inside
 /// the span, which then records how the request was answered.
-fn traced<F>(span: Span, answer: F) -> Answer
+///
+/// It takes what makes the answer, not the answer's future: that future
+/// (a kilobyte and more) is then made where it runs, in the box, rather
+/// than copied into it through every function it passes.
+fn traced<M, F>(span: Span, answer: M) -> Answer
 where
-    F: Future<Output = Response> + Send + 'static,
+    M: FnOnce() -> F + Send + 'static,
+    F: Future<Output = Response> + Send,
 {
     if span.is_disabled() {
-        return Box::pin(async move { Ok(answer.await) });
+        return Box::pin(async move { Ok(answer().await) });
     }
     Box::pin(async move {
-        let response = answer.instrument(span.clone()).await;
+        let response = answer().instrument(span.clone()).await;
         spans::record_answer(&span, &response);
         Ok(response)
     })
@@ -124,8 +164,19 @@ where
     }
 }
 
-/// The same service for tower (axum's fallback service).
-impl<B> tower_service::Service<Request<B>> for TokenService
+/// The token service for tower (axum's fallback service, which clones its
+/// service for every request: this clone is one shared count, not a
+/// connection's set of handles).
+#[derive(Clone)]
+pub(crate) struct TowerTokenService(Arc<TokenService>);
+
+impl TowerTokenService {
+    pub(crate) fn new(service: TokenService) -> Self {
+        Self(Arc::new(service))
+    }
+}
+
+impl<B> tower_service::Service<Request<B>> for TowerTokenService
 where
     B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
 {
@@ -138,6 +189,6 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Answer {
-        self.route(request)
+        self.0.route(request)
     }
 }

@@ -154,6 +154,17 @@ async fn a_password_sign_in_is_cached_and_answered_with_the_remaining_lifetime()
         expected
     });
     assert_eq!(sign_ins(&setup, "demo-user"), 1);
+    // Both answers are counted and timed under the native route.
+    let metrics = setup.proxy.metrics().await;
+    for outcome in ["miss", "hit"] {
+        for series in [
+            "tokencache_requests_total",
+            "tokencache_request_duration_seconds_count",
+        ] {
+            let line = format!(r#"{series}{{outcome="{outcome}",route="cognito-idp"}} 1"#);
+            assert!(metrics.contains(&line), "{line} in\n{metrics}");
+        }
+    }
 }
 
 #[tokio::test]

@@ -28,7 +28,7 @@ use self::error::NativeError;
 use crate::error::ProxyError;
 use crate::loader::Forward;
 use crate::metrics::{Outcome, ProxyMetrics};
-use crate::route::{RequestLimits, Route, read_body, single_header};
+use crate::route::{Answered, RequestLimits, Route, read_body, single_header};
 
 /// The header that names the operation.
 pub(crate) static X_AMZ_TARGET: HeaderName = HeaderName::from_static("x-amz-target");
@@ -63,25 +63,32 @@ impl CognitoRoute {
     where
         B: http_body::Body<Data = Bytes> + Send + Unpin,
     {
-        match self.answer_native(request, limits).await {
-            Ok(response) => response,
-            Err(error) => {
-                self.metrics.request(Outcome::Error);
+        // tokio's clock, not std's: it is the one tests can pause.
+        let started = tokio::time::Instant::now();
+        let answered = self
+            .answer_native(request, limits)
+            .await
+            .unwrap_or_else(|error| {
                 if matches!(error, NativeError::Proxy(ProxyError::Internal)) {
                     tracing::error!(route = NAME, "internal error answering a native request");
                 } else {
                     tracing::debug!(route = NAME, %error, "native request rejected");
                 }
-                error.into_response()
-            }
-        }
+                Answered {
+                    response: error.into_response(),
+                    outcome: Outcome::Error,
+                }
+            });
+        self.metrics.request(answered.outcome);
+        self.metrics.answered(answered.outcome, started.elapsed());
+        answered.response
     }
 
     async fn answer_native<B>(
         &self,
         request: http::Request<B>,
         limits: RequestLimits,
-    ) -> Result<Response, NativeError>
+    ) -> Result<Answered, NativeError>
     where
         B: http_body::Body<Data = Bytes> + Send + Unpin,
     {
