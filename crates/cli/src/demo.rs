@@ -42,13 +42,15 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     )]);
     let proxy = Proxy::new(config, Arc::new(SystemClock))?;
 
+    // Listening for Ctrl-C before saying how to use the demo.
+    let stop = shutdown::signal();
     print_instructions(idp_addr, proxy_addr, admin_addr)?;
 
     tokencache_proxy::serve(
         proxy,
         proxy_listener,
         Some(admin_listener),
-        shutdown::signal(),
+        stop,
         Duration::from_secs(5),
     )
     .await?;

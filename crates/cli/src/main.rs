@@ -189,6 +189,9 @@ async fn run_proxy(mut settings: ServeSettings) -> Result<(), Failure> {
         tracing::info!(path = %route.path, upstream = %route.upstream, "route");
     }
     let (listen_addr, admin_addr) = (local_addr(&listener)?, local_addr(&admin)?);
+    // Before the line that says it serves: a stop signal from then on
+    // drains rather than killing the process.
+    let stop = shutdown::signal();
     tracing::info!(
         listen = %listen_addr,
         admin = %admin_addr,
@@ -204,7 +207,7 @@ async fn run_proxy(mut settings: ServeSettings) -> Result<(), Failure> {
     ));
     notifier.spawn_watchdog();
     let shutdown = async move {
-        shutdown::signal().await;
+        stop.await;
         notifier.stopping();
     };
     let options = ServeOptions {

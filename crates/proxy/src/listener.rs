@@ -349,15 +349,9 @@ impl WorkerPool {
         Ok(Self { workers })
     }
 
-    /// Hands `admitted` to the worker serving the fewest connections.
+    /// Hands `admitted` to the worker serving the fewest connections (or,
+    /// should that one's thread be gone, to the next fewest).
     fn place(&self, admitted: Admitted) {
-        let Some(worker) = self
-            .workers
-            .iter()
-            .min_by_key(|worker| worker.open.load(Ordering::Relaxed))
-        else {
-            return;
-        };
         let Admitted {
             stream,
             peer,
@@ -372,18 +366,26 @@ impl WorkerPool {
                 return;
             }
         };
-        worker.open.fetch_add(1, Ordering::Relaxed);
-        let handed = HandedOff {
+        let mut handed = HandedOff {
             stream,
             peer,
             ticket,
         };
-        if worker.handoff.send(handed).is_err() {
-            // Its runtime is gone (it could not start): the connection
-            // closes as the hand-off drops.
-            worker.open.fetch_sub(1, Ordering::Relaxed);
-            tracing::error!(%peer, "a worker thread is gone; connection closed");
+        let mut by_load: Vec<&Worker> = self.workers.iter().collect();
+        by_load.sort_by_key(|worker| worker.open.load(Ordering::Relaxed));
+        for worker in by_load {
+            worker.open.fetch_add(1, Ordering::Relaxed);
+            match worker.handoff.send(handed) {
+                Ok(()) => return,
+                Err(mpsc::error::SendError(back)) => {
+                    worker.open.fetch_sub(1, Ordering::Relaxed);
+                    handed = back;
+                }
+            }
         }
+        // Every worker's runtime is gone: the connection closes as the
+        // hand-off drops.
+        tracing::error!(%peer, "no worker thread left to serve a connection; closed");
     }
 
     /// Tells the workers nothing more comes and waits for them to drain.

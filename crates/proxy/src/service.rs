@@ -31,16 +31,16 @@ type Answer = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>
 /// takes for its future is counted on a cache line no other core writes
 /// (one count shared by every connection bounced between the cores on
 /// every request).
-type ConnectionsOwn<T> = Arc<Arc<T>>;
+type ConnectionHandle<T> = Arc<Arc<T>>;
 
 /// Routes token requests to their [`Route`] by exact path.
 ///
 /// A clone is one connection's: it holds the same routes through handles
-/// of its own (see [`ConnectionsOwn`]).
+/// of its own (see [`ConnectionHandle`]).
 pub(crate) struct TokenService {
-    routes: Box<[ConnectionsOwn<Route>]>,
+    routes: Box<[ConnectionHandle<Route>]>,
     /// Cognito's native API, answering `POST /` with `X-Amz-Target`.
-    cognito: Option<ConnectionsOwn<CognitoRoute>>,
+    cognito: Option<ConnectionHandle<CognitoRoute>>,
     metrics: ProxyMetrics,
     limits: RequestLimits,
     /// Requests with more headers are refused (431). HTTP/1.1's parser
@@ -58,8 +58,8 @@ impl TokenService {
         max_headers: usize,
     ) -> Self {
         Self {
-            routes: routes.iter().map(own).collect(),
-            cognito: cognito.as_ref().map(own),
+            routes: routes.iter().map(handle_on).collect(),
+            cognito: cognito.as_ref().map(handle_on),
             metrics,
             limits,
             max_headers,
@@ -114,9 +114,12 @@ impl Clone for TokenService {
             routes: self
                 .routes
                 .iter()
-                .map(|route| own(route.as_ref()))
+                .map(|route| handle_on(route.as_ref()))
                 .collect(),
-            cognito: self.cognito.as_ref().map(|cognito| own(cognito.as_ref())),
+            cognito: self
+                .cognito
+                .as_ref()
+                .map(|cognito| handle_on(cognito.as_ref())),
             metrics: self.metrics.clone(),
             limits: self.limits,
             max_headers: self.max_headers,
@@ -124,8 +127,8 @@ impl Clone for TokenService {
     }
 }
 
-/// A handle of one's own on a shared `T`.
-fn own<T>(shared: &Arc<T>) -> ConnectionsOwn<T> {
+/// A handle of one connection's own on a shared `T`.
+fn handle_on<T>(shared: &Arc<T>) -> ConnectionHandle<T> {
     Arc::new(Arc::clone(shared))
 }
 
