@@ -10,6 +10,7 @@
 //! idled, at 0.77× the throughput of an even split. The hand-off is once per
 //! connection; requests then stay on their worker.)
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::pin;
@@ -35,6 +36,64 @@ use crate::watchdog::{self, Close, IdleRules};
 use crate::woken_only::WokenOnly;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What a listener serves: a hyper service that every connection clones
+/// and whose answers may be sent from any worker thread. (A trait with a
+/// blanket impl, so the bounds are written once.)
+pub(crate) trait HttpService:
+    hyper::service::Service<
+        http::Request<Incoming>,
+        Response = http::Response<Self::Body>,
+        Future = Self::Answer,
+        Error = Self::Failure,
+    > + Clone
+    + Send
+    + Sync
+    + 'static
+{
+    /// Its answers' body.
+    type Body: SendBody;
+    /// The service's future.
+    type Answer: Future<Output = Result<http::Response<Self::Body>, Self::Failure>> + Send + 'static;
+    /// The service's error.
+    type Failure: Into<BoxError>;
+}
+
+impl<S, B> HttpService for S
+where
+    S: hyper::service::Service<http::Request<Incoming>, Response = http::Response<B>>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: SendBody,
+{
+    type Body = B;
+    type Answer = S::Future;
+    type Failure = S::Error;
+}
+
+/// An answer's body hyper can send from any thread.
+pub(crate) trait SendBody:
+    http_body::Body<Data = Self::Chunk, Error = Self::Failure> + Send + 'static
+{
+    /// Its data frames.
+    type Chunk: bytes::Buf + Send;
+    /// Its error.
+    type Failure: Into<BoxError>;
+}
+
+impl<B> SendBody for B
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    type Chunk = B::Data;
+    type Failure = B::Error;
+}
 
 impl Limits {
     pub(crate) fn connections(&self) -> ConnectionLimits {
@@ -111,7 +170,7 @@ const CLOSE_WITHIN: Duration = Duration::from_secs(1);
 /// runtime of its own (thread per core: no work stealing and no
 /// cross-thread wake-ups on the hit path). Loads a worker starts run on its
 /// runtime; callers on other workers wait for them like any caller does.
-pub(crate) async fn serve_listener<S, B>(
+pub(crate) async fn serve_listener<S>(
     socket: TcpListener,
     served: Listener<S>,
     workers: usize,
@@ -119,16 +178,7 @@ pub(crate) async fn serve_listener<S, B>(
     grace: Duration,
 ) -> io::Result<()>
 where
-    S: hyper::service::Service<http::Request<Incoming>, Response = http::Response<B>>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
+    S: HttpService,
 {
     if workers == 0 {
         let mut connections = ServedConnections::new(served.clone(), stop.clone());
@@ -217,19 +267,7 @@ struct ServedConnections<S> {
     tasks: JoinSet<()>,
 }
 
-impl<S, B> ServedConnections<S>
-where
-    S: hyper::service::Service<http::Request<Incoming>, Response = http::Response<B>>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
-{
+impl<S: HttpService> ServedConnections<S> {
     fn new(served: Listener<S>, stop: watch::Receiver<bool>) -> Self {
         Self {
             builder: Arc::new(http_builder(&served.limits)),
@@ -304,23 +342,14 @@ struct WorkerPool {
 
 impl WorkerPool {
     /// Starts `count` worker threads serving what the acceptor hands them.
-    fn start<S, B>(
+    fn start<S>(
         served: &Listener<S>,
         count: usize,
         stop: &watch::Receiver<bool>,
         grace: Duration,
     ) -> io::Result<Self>
     where
-        S: hyper::service::Service<http::Request<Incoming>, Response = http::Response<B>>
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        S::Future: Send + 'static,
-        S::Error: Into<BoxError>,
-        B: http_body::Body + Send + 'static,
-        B::Data: Send,
-        B::Error: Into<BoxError>,
+        S: HttpService,
     {
         let mut workers = Vec::with_capacity(count);
         for index in 0..count {
@@ -410,23 +439,14 @@ impl WorkerPool {
 
 /// A worker's life: serves the connections handed to it until the acceptor
 /// stops handing them, then drains them.
-async fn serve_handed_off<S, B>(
+async fn serve_handed_off<S>(
     mut arrivals: mpsc::UnboundedReceiver<HandedOff>,
     served: Listener<S>,
     open: Arc<AtomicUsize>,
     stop: watch::Receiver<bool>,
     grace: Duration,
 ) where
-    S: hyper::service::Service<http::Request<Incoming>, Response = http::Response<B>>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
+    S: HttpService,
 {
     let mut connections = ServedConnections::new(served, stop);
     while let Some(HandedOff {
