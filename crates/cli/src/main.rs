@@ -255,9 +255,11 @@ async fn mock_idp(args: MockIdpArgs) -> anyhow::Result<()> {
     }
     let listener = bind(args.listen).await?;
     let addr = listener.local_addr()?;
+    // Before the line that says it serves, as for `serve`.
+    let stop = shutdown::signal();
     tracing::info!(token_url = %format!("http://{addr}/oauth2/token"), "mock IdP serving");
     MockIdp::new(config)
-        .serve(listener, shutdown::signal())
+        .serve(listener, stop)
         .await
         .context("serving the mock IdP")
 }

@@ -44,6 +44,7 @@ mod flaky;
 pub mod fleet;
 pub mod last_value_idp;
 pub mod native;
+pub mod ports;
 pub mod raw_http;
 pub mod slow_link;
 

@@ -7,10 +7,11 @@
 
 use std::fs::File;
 use std::io::Read;
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+
+use crate::ports::free_port;
 
 /// How long moto may take to answer after it is spawned (Python imports
 /// take a few seconds on a busy machine).
@@ -134,12 +135,4 @@ impl Drop for MotoServer {
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.log);
     }
-}
-
-/// A port free on loopback a moment ago.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .unwrap_or_else(|error| panic!("finding a free loopback port: {error}"))
 }

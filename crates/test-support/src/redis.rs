@@ -20,7 +20,6 @@
 use std::ffi::OsString;
 use std::fs;
 use std::io::ErrorKind;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::thread::sleep;
@@ -78,19 +77,7 @@ impl Drop for TempDir {
     }
 }
 
-/// A free loopback port: bound to `127.0.0.1:0`, read, released.
-///
-/// # Panics
-/// If loopback cannot be bound.
-#[must_use]
-pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .unwrap_or_else(|error| panic!("binding loopback: {error}"));
-    listener
-        .local_addr()
-        .unwrap_or_else(|error| panic!("reading the bound address: {error}"))
-        .port()
-}
+pub use crate::ports::free_port;
 
 /// TLS settings of a server: the files and the client flags.
 #[derive(Debug, Clone)]
