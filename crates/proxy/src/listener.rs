@@ -196,19 +196,17 @@ where
     pool.finish().await
 }
 
-/// A connection the listener admitted, with its place in the registry.
-struct Admitted {
-    stream: TcpStream,
+/// A connection the listener admitted, with its place in the registry: on
+/// a runtime's reactor, or (a `std` stream) on its way to a worker's.
+struct Admitted<Stream = TcpStream> {
+    stream: Stream,
     peer: SocketAddr,
     ticket: Ticket,
 }
 
-/// The same, on its way to a worker: a socket no runtime watches yet.
-struct HandedOff {
-    stream: std::net::TcpStream,
-    peer: SocketAddr,
-    ticket: Ticket,
-}
+/// An admitted connection on its way to a worker: a socket no runtime
+/// watches yet.
+type HandedOff = Admitted<std::net::TcpStream>;
 
 /// Accepts connections until the stop signal, admits or refuses each, and
 /// hands the admitted ones to `place`.
@@ -388,21 +386,25 @@ impl WorkerPool {
         } = admitted;
         // Detached from this runtime's reactor; the worker registers it
         // with its own.
-        let stream = match stream.into_std() {
-            Ok(stream) => stream,
+        let mut handed = match stream.into_std() {
+            Ok(stream) => HandedOff {
+                stream,
+                peer,
+                ticket,
+            },
             Err(error) => {
                 tracing::debug!(%peer, %error, "could not hand a connection to a worker");
                 return;
             }
         };
-        let mut handed = HandedOff {
-            stream,
-            peer,
-            ticket,
-        };
-        let mut by_load: Vec<&Worker> = self.workers.iter().collect();
-        by_load.sort_by_key(|worker| worker.open.load(Ordering::Relaxed));
-        for worker in by_load {
+        // A worker whose thread is gone has closed its end; a send to it
+        // fails and hands the connection back, for the next least busy.
+        while let Some(worker) = self
+            .workers
+            .iter()
+            .filter(|worker| !worker.handoff.is_closed())
+            .min_by_key(|worker| worker.open.load(Ordering::Relaxed))
+        {
             worker.open.fetch_add(1, Ordering::Relaxed);
             match worker.handoff.send(handed) {
                 Ok(()) => return,
@@ -412,8 +414,7 @@ impl WorkerPool {
                 }
             }
         }
-        // Every worker's runtime is gone: the connection closes as the
-        // hand-off drops.
+        // The connection closes as the hand-off drops.
         tracing::error!(%peer, "no worker thread left to serve a connection; closed");
     }
 

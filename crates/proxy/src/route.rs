@@ -38,8 +38,16 @@ pub(crate) struct Answered {
 }
 
 impl Answered {
-    fn new(response: Response, outcome: Outcome) -> Self {
+    pub(crate) fn new(response: Response, outcome: Outcome) -> Self {
         Self { response, outcome }
+    }
+
+    /// Counts the request and how long it took since `started` (tokio's
+    /// clock, the one tests can pause) in `metrics`; the response to send.
+    pub(crate) fn counted(self, metrics: &ProxyMetrics, started: tokio::time::Instant) -> Response {
+        metrics.request(self.outcome);
+        metrics.answered(self.outcome, started.elapsed());
+        self.response
     }
 }
 
@@ -106,10 +114,8 @@ impl Route {
     where
         B: http_body::Body<Data = Bytes> + Send + Unpin,
     {
-        // tokio's clock, not std's: it is the one tests can pause.
         let started = tokio::time::Instant::now();
-        let answered = self
-            .answer_token_request(request, limits)
+        self.answer_token_request(request, limits)
             .await
             .unwrap_or_else(|error| {
                 if matches!(error, ProxyError::Internal) {
@@ -118,10 +124,8 @@ impl Route {
                     tracing::debug!(route = %self.path, %error, "token request rejected");
                 }
                 Answered::new(error.into_response(), Outcome::Error)
-            });
-        self.metrics.request(answered.outcome);
-        self.metrics.answered(answered.outcome, started.elapsed());
-        answered.response
+            })
+            .counted(&self.metrics, started)
     }
 
     async fn answer_token_request<B>(

@@ -63,10 +63,8 @@ impl CognitoRoute {
     where
         B: http_body::Body<Data = Bytes> + Send + Unpin,
     {
-        // tokio's clock, not std's: it is the one tests can pause.
         let started = tokio::time::Instant::now();
-        let answered = self
-            .answer_native(request, limits)
+        self.answer_native(request, limits)
             .await
             .unwrap_or_else(|error| {
                 if matches!(error, NativeError::Proxy(ProxyError::Internal)) {
@@ -74,14 +72,9 @@ impl CognitoRoute {
                 } else {
                     tracing::debug!(route = NAME, %error, "native request rejected");
                 }
-                Answered {
-                    response: error.into_response(),
-                    outcome: Outcome::Error,
-                }
-            });
-        self.metrics.request(answered.outcome);
-        self.metrics.answered(answered.outcome, started.elapsed());
-        answered.response
+                Answered::new(error.into_response(), Outcome::Error)
+            })
+            .counted(&self.metrics, started)
     }
 
     async fn answer_native<B>(
